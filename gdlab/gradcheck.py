@@ -16,6 +16,12 @@ floor keeps entries that vanish in exact arithmetic (the gradient of a bias
 shared by all softmax logits, say, which is a sum of terms cancelling to
 rounding error) from turning rounding error into a large relative error.
 
+Against finite differences, the difference ``|a_j - b_j|`` is first reduced
+by the rounding error of a central difference, ``noise = 10 eps |C| / h``
+(``eps`` the machine epsilon): a central difference cannot resolve a
+derivative more finely than that, which matters for networks whose gradient
+is many orders of magnitude smaller than their loss.
+
 :func:`grid` runs the check over activations x losses x bias arrangements x
 depths, the table printed by ``gdlab check-grads``.  Both work in whatever
 float precision JAX runs in; the documented tolerances (1e-10 against
@@ -68,11 +74,11 @@ def finite_difference_grad(fn, params, step: float = FD_STEP):
   return unravel(diffs / (2 * step))
 
 
-def relative_errors(a, b, floor: float) -> list[float]:
-  """Leafwise ``max|a - b| / max(max|a|, max|b|, floor)``."""
+def relative_errors(a, b, floor: float, noise: float = 0.0) -> list[float]:
+  """Leafwise ``max(|a - b| - noise, 0) / max(max|a|, max|b|, floor)``."""
   out = []
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    num = float(jnp.max(jnp.abs(x - y)))
+    num = max(float(jnp.max(jnp.abs(x - y))) - noise, 0.0)
     den = max(float(jnp.max(jnp.abs(x))), float(jnp.max(jnp.abs(y))), floor)
     out.append(num / den if den > 0 else num)
   return out
@@ -104,7 +110,9 @@ def check_gradients(objective: Objective, params, x: Array, y: Array,
               jax.tree_util.tree_leaves(auto))
   floor = 1e-4 * scale
   e_auto = relative_errors(manual, auto, floor)
-  e_fd = relative_errors(manual, fd, floor)
+  eps = float(jnp.finfo(jnp.result_type(value)).eps)
+  noise = 10 * eps * abs(float(value)) / fd_step
+  e_fd = relative_errors(manual, fd, floor, noise)
   paths = [jax.tree_util.keystr(p) for p, _ in
            jax.tree_util.tree_leaves_with_path(manual)]
   leaves = [LeafError(p, a, f) for p, a, f in zip(paths, e_auto, e_fd)]
