@@ -297,6 +297,28 @@ def loss(y_hat: Array, y: Array, name: str = "mse", reduction: str = "mean",
   return reduce(fn.per_example(y_hat, y), reduction, weights)
 
 
+def accuracy(y_hat: Array, y: Array, name: str) -> Array:
+  """The fraction of records classified correctly; NaN for regression losses.
+
+  The prediction is ``o > 0`` for ``binary_cross_entropy`` (labels 0/1),
+  ``sign(o)`` for ``hinge`` (labels -1/+1), and ``argmax(o)`` for the
+  multiclass losses (against the class index or the one-hot row's argmax).
+  Multi-output binary tasks count each output unit separately.
+  """
+  fn = get(name)
+  y = check_labels(fn, y_hat, y)
+  if fn.labels == "real":
+    return jnp.full((), jnp.nan, y_hat.dtype)
+  if fn.labels == "binary":
+    correct = (y_hat > 0) == (y > 0.5)
+  elif fn.labels == "sign":
+    correct = (y_hat > 0) == (y > 0)
+  else:
+    target = y if jnp.issubdtype(y.dtype, jnp.integer) else jnp.argmax(y, -1)
+    correct = jnp.argmax(y_hat, axis=-1) == target
+  return jnp.mean(correct.astype(y_hat.dtype))
+
+
 # ----------------------------------------------------------------------------
 # Penalties.
 

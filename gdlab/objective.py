@@ -57,11 +57,16 @@ class Objective:
   def value(self, params, x: Array, y: Array,
             weights: Array | None = None) -> Array:
     """The objective ``C`` on a batch."""
+    return self.value_and_output(params, x, y, weights)[0]
+
+  def value_and_output(self, params, x: Array, y: Array,
+                       weights: Array | None = None) -> tuple[Array, Array]:
+    """``(C, y_hat)``: the objective and the model's output on a batch."""
     y_hat = self.model.apply(params, x)
     value = losses_lib.loss(y_hat, y, self.loss, self.reduction, weights)
     if self.penalty is not None:
       value = value + losses_lib.penalty_value(params, self.penalty)
-    return value
+    return value, y_hat
 
   def value_and_grad(self, params, x: Array, y: Array,
                      weights: Array | None = None, engine: str = "autodiff"):

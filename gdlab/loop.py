@@ -1,0 +1,412 @@
+"""The training loop, compiled: epochs of steps on device, in chunks.
+
+``fit`` runs a whole training run as one compiled program, called once per
+*chunk* of epochs.  Inside a chunk everything happens on device: shuffling
+and batch selection from a ``jax.random`` key, the update steps
+(``lax.scan`` over the batches of an epoch, ``lax.scan`` over the epochs of a
+chunk), the stopping criteria (``gdlab.stopping``) and the per-epoch
+evaluation on the training and test sets.  Between chunks the host reads the
+metrics, updates the progress display and calls ``on_chunk`` (to write logs
+and checkpoints): one round trip per chunk, none per step.
+
+Data regimes (``Regime``):
+
+* ``"full_batch"``: one update per epoch on all ``n`` records (the gradient
+  is their mean or sum, as the objective's reduction says);
+* ``"sgd"``: one record per update, ``n`` updates per epoch, records
+  reshuffled every epoch;
+* ``"minibatch"``: ``batch_size`` records per update, reshuffled every epoch;
+  the last partial batch is dropped (``remainder="drop"``) or padded and
+  masked out (``remainder="pad"``, so every record is used once per epoch and
+  the partial batch's loss is the mean or sum over its real records).
+
+Once a run stops, the remaining steps of its chunk are skipped (their metrics
+are marked inactive and dropped from the history).  The same program, vmapped
+over hyperparameters and seeds, runs sweeps (``gdlab.sweep``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gdlab import _checks
+from gdlab import losses as losses_lib
+from gdlab import stopping
+from gdlab import train
+from gdlab.data import batching
+from gdlab.objective import Objective
+
+Array = jax.Array
+REGIMES = ("full_batch", "sgd", "minibatch")
+STEP_METRICS = ("loss", "grad_norm", "update_norm", "step_size", "fun_evals",
+                "grad_evals")
+EPOCH_METRICS = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Regime:
+  """How records are grouped into updates; see the module docstring."""
+  kind: str = "full_batch"
+  batch_size: int | None = None
+  remainder: str = "drop"
+
+  def __post_init__(self):
+    _checks.check_choice("regime", self.kind, REGIMES)
+    _checks.check_choice("remainder", self.remainder, batching.REMAINDERS)
+    if self.kind == "minibatch":
+      if self.batch_size is None:
+        raise ValueError("batch_size: the 'minibatch' regime needs a batch "
+                         "size (an integer >= 1); got None.")
+      _checks.check_positive_int("batch_size", self.batch_size)
+
+  def size(self, n: int) -> int:
+    """Records per update for a training set of ``n`` records."""
+    if self.kind == "full_batch":
+      return n
+    if self.kind == "sgd":
+      return 1
+    if self.batch_size > n:
+      raise ValueError(f"batch_size: expected an integer in [1, n] with "
+                       f"n={n} training records; got {self.batch_size}.")
+    return self.batch_size
+
+  def steps_per_epoch(self, n: int) -> int:
+    if self.kind == "full_batch":
+      return 1
+    return batching.num_batches(n, self.size(n), self.remainder)
+
+
+class Data(NamedTuple):
+  """Arrays on device: the training set and an optional test set."""
+  x_train: Array
+  y_train: Array
+  x_test: Array | None = None
+  y_test: Array | None = None
+
+
+class Carry(NamedTuple):
+  """Everything a run carries from step to step (what a checkpoint holds)."""
+  params: Any
+  opt_state: Any
+  stop: stopping.StopState
+  key: Array
+  epoch: Array
+  step: Array
+  fun_evals: Array
+  grad_evals: Array
+
+
+Setup = Callable[[Any], tuple[Objective, optax.GradientTransformation]]
+
+
+class Program(NamedTuple):
+  """A run's compiled pieces: ``init`` and ``run_chunk`` (both pure)."""
+  init: Callable[..., Carry]
+  run_chunk: Callable[..., tuple[Carry, dict, dict]]
+  steps_per_epoch: int
+  chunk_epochs: int
+
+
+def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
+          n_train: int, engine: str = "autodiff", chunk_epochs: int = 1,
+          has_test: bool = False) -> Program:
+  """Builds the pure functions of a run.
+
+  Args:
+    setup: ``hparams -> (objective, optimizer)``; ``hparams`` is a pytree of
+      numbers that may be traced (vmapped in sweeps).
+    regime: the data regime.
+    criteria: the stopping criteria.
+    n_train: the number of training records (static).
+    engine: the gradient engine.
+    chunk_epochs: epochs per call of ``run_chunk``.
+    has_test: whether ``Data`` carries a test set.
+
+  Returns:
+    A :class:`Program`.
+  """
+  batch = regime.size(n_train)
+  steps_per_epoch = regime.steps_per_epoch(n_train)
+  pad = regime.kind == "minibatch" and regime.remainder == "pad"
+
+  def init(key: Array, params, hparams) -> Carry:
+    _, optimizer = setup(hparams)
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    zero = jnp.int32(0)
+    return Carry(params, optimizer.init(params), stopping.init(dtype), key,
+                 zero, zero, zero, zero)
+
+  def evaluate(objective, params, x, y):
+    value, y_hat = objective.value_and_output(params, x, y)
+    return value, losses_lib.accuracy(y_hat, y, objective.loss)
+
+  def run_chunk(carry: Carry, data: Data, hparams):
+    objective, optimizer = setup(hparams)
+    step_fn = train.make_step(objective, optimizer, engine, jit=False)
+    dtype = jax.tree_util.tree_leaves(carry.params)[0].dtype
+
+    def one_step(c: Carry, batch_data):
+      def active(c):
+        new_params, new_opt, m = step_fn(c.params, c.opt_state, batch_data)
+        steps = c.step + 1
+        fun_evals = c.fun_evals + m["fun_evals"]
+        grad_evals = c.grad_evals + m["grad_evals"]
+        diverged, stop = stopping.check(
+            criteria, c.stop, loss=m["loss"], grad_norm=m["grad_norm"],
+            update_norm=m["update_norm"],
+            new_params_finite=stopping.all_finite(new_params), steps=steps,
+            grad_evals=grad_evals)
+        keep = lambda new, old: jax.tree_util.tree_map(
+            lambda a, b: jnp.where(diverged, b, a), new, old)
+        c = Carry(keep(new_params, c.params), keep(new_opt, c.opt_state),
+                  stop, c.key, c.epoch, steps, fun_evals, grad_evals)
+        m = {k: jnp.asarray(m[k], dtype if k not in ("fun_evals", "grad_evals")
+                            else jnp.int32) for k in STEP_METRICS}
+        return c, dict(m, active=jnp.bool_(True))
+
+      def idle(c):
+        m = {k: (jnp.full((), jnp.nan, dtype)
+                 if k not in ("fun_evals", "grad_evals") else jnp.int32(0))
+             for k in STEP_METRICS}
+        return c, dict(m, active=jnp.bool_(False))
+
+      return jax.lax.cond(c.stop.reason == stopping.RUNNING, active, idle, c)
+
+    def one_epoch(c: Carry, _):
+      running_at_start = c.stop.reason == stopping.RUNNING
+      key, sub = jax.random.split(c.key)
+      c = c._replace(key=key)
+      if regime.kind == "full_batch":
+        c, m = one_step(c, (data.x_train, data.y_train))
+        m = jax.tree_util.tree_map(lambda v: v[None], m)
+      else:
+        idx, mask = batching.epoch_batches(sub, n_train, batch,
+                                           regime.remainder)
+
+        def body(c, im):
+          i, w = im
+          b = ((data.x_train[i], data.y_train[i], w.astype(dtype)) if pad
+               else (data.x_train[i], data.y_train[i]))
+          return one_step(c, b)
+
+        c, m = jax.lax.scan(body, c, (idx, mask))
+      epoch = c.epoch + jnp.where(running_at_start, 1, 0)
+      reason = jnp.where(
+          (c.stop.reason == stopping.RUNNING) &
+          (epoch >= criteria.max_epochs),
+          jnp.int32(stopping.CODES["max_epochs"]), c.stop.reason)
+      c = c._replace(epoch=epoch, stop=c.stop._replace(reason=reason))
+      train_loss, train_acc = evaluate(objective, c.params, data.x_train,
+                                       data.y_train)
+      if has_test:
+        test_loss, test_acc = evaluate(objective, c.params, data.x_test,
+                                       data.y_test)
+      else:
+        test_loss = test_acc = jnp.full((), jnp.nan, dtype)
+      e = {"train_loss": train_loss, "test_loss": test_loss,
+           "train_accuracy": train_acc, "test_accuracy": test_acc,
+           "epoch": epoch, "step": c.step, "fun_evals": c.fun_evals,
+           "grad_evals": c.grad_evals, "active": running_at_start}
+      e = {k: (jnp.asarray(v, dtype) if k in EPOCH_METRICS else v)
+           for k, v in e.items()}
+      return c, (e, m)
+
+    carry, (epochs, steps) = jax.lax.scan(one_epoch, carry, None,
+                                          length=chunk_epochs)
+    # (chunk_epochs, steps_per_epoch) -> one row per step.
+    steps = jax.tree_util.tree_map(
+        lambda v: v.reshape((-1,) + v.shape[2:]), steps)
+    return carry, epochs, steps
+
+  return Program(init, run_chunk, steps_per_epoch, chunk_epochs)
+
+
+def default_chunk_epochs(max_epochs: int, steps_per_epoch: int,
+                         target_chunks: int = 20,
+                         max_steps_per_chunk: int = 50_000) -> int:
+  """Epochs per chunk: about ``target_chunks`` chunks, bounded in size."""
+  epochs = max(1, math.ceil(max_epochs / target_chunks))
+  return max(1, min(epochs, max_steps_per_chunk // max(1, steps_per_epoch)))
+
+
+@dataclasses.dataclass
+class History:
+  """What a run logged, as NumPy arrays on the host.
+
+  Attributes:
+    steps: per update: ``loss``, ``grad_norm``, ``update_norm``,
+      ``step_size``, ``fun_evals``, ``grad_evals`` (those of that update).
+    epochs: per epoch: ``epoch``, ``step``, ``fun_evals`` and ``grad_evals``
+      (cumulative), ``train_loss``, ``test_loss``, ``train_accuracy``,
+      ``test_accuracy`` (NaN where they do not apply) and ``time`` (seconds of
+      running since the start, spread evenly over the epochs of a chunk).
+    stop_reason: why the run stopped (``gdlab.stopping.REASONS``, or
+      ``"interrupted"``).
+    compile_time: seconds spent compiling.
+    run_time: seconds spent running compiled code.
+  """
+  steps: dict[str, np.ndarray]
+  epochs: dict[str, np.ndarray]
+  stop_reason: str = "running"
+  compile_time: float = 0.0
+  run_time: float = 0.0
+
+  @property
+  def num_steps(self) -> int:
+    return len(self.steps.get("loss", ()))
+
+  @property
+  def steps_per_second(self) -> float:
+    return self.num_steps / self.run_time if self.run_time > 0 else float("nan")
+
+  def final(self) -> dict[str, float]:
+    """The last epoch's metrics, and the run's totals."""
+    out = {k: float(v[-1]) for k, v in self.epochs.items() if len(v)}
+    out.update(stop_reason=self.stop_reason, steps=self.num_steps,
+               compile_time=self.compile_time, run_time=self.run_time,
+               steps_per_second=self.steps_per_second)
+    return out
+
+
+def empty_history() -> History:
+  return History({k: np.zeros((0,)) for k in STEP_METRICS},
+                 {k: np.zeros((0,)) for k in EPOCH_METRICS + (
+                     "epoch", "step", "fun_evals", "grad_evals", "time")})
+
+
+def append_chunk(history: History, epochs: dict, steps: dict,
+                 time_start: float, time_end: float) -> History:
+  """Appends one chunk's active rows (host arrays) to a history."""
+  e_active = np.asarray(epochs["active"], bool)
+  s_active = np.asarray(steps["active"], bool)
+  n_e = int(e_active.sum())
+  times = time_start + (time_end - time_start) * np.arange(1, n_e + 1) / max(
+      n_e, 1)
+  new_e = {k: np.asarray(v)[e_active] for k, v in epochs.items()
+           if k != "active"}
+  new_e["time"] = times
+  new_s = {k: np.asarray(v)[s_active] for k, v in steps.items()
+           if k != "active"}
+  cat = lambda a, b: {k: np.concatenate([a[k], b[k]]) for k in b}
+  return dataclasses.replace(history, steps=cat(history.steps, new_s),
+                             epochs=cat(history.epochs, new_e))
+
+
+class FitResult(NamedTuple):
+  """What :func:`fit` returns."""
+  params: Any
+  opt_state: Any
+  history: History
+  stop_reason: str
+  carry: Carry
+
+
+class Progress:
+  """A one-line progress display on a terminal; silent otherwise."""
+
+  def __init__(self, total_epochs: int, stream=None, enabled: bool | None = None):
+    self.stream = stream or sys.stderr
+    self.enabled = (self.stream.isatty() if enabled is None else enabled)
+    self.total = total_epochs
+    self.start = time.perf_counter()
+
+  def update(self, epoch: int, steps: int, loss: float) -> None:
+    if not self.enabled:
+      return
+    elapsed = time.perf_counter() - self.start
+    rate = steps / elapsed if elapsed > 0 else 0.0
+    eta = elapsed * (self.total - epoch) / max(epoch, 1)
+    self.stream.write(f"\repoch {epoch}/{self.total}  loss {loss:.4g}  "
+                      f"{rate:,.0f} steps/s  ETA {eta:5.1f}s ")
+    self.stream.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self.stream.write("\n")
+      self.stream.flush()
+
+
+def fit(objective: Objective, optimizer: optax.GradientTransformation,
+        data: Data | tuple, *, key: Array, regime: Regime | str = "full_batch",
+        criteria: stopping.Criteria | None = None, engine: str = "autodiff",
+        params=None, chunk_epochs: int | None = None,
+        carry: Carry | None = None, history: History | None = None,
+        on_chunk: Callable[[Carry, History], None] | None = None,
+        progress: bool | None = None) -> FitResult:
+  """Trains ``objective`` with ``optimizer``, compiled, until a criterion holds.
+
+  Args:
+    objective: model, loss, reduction and penalty.
+    optimizer: any optax transformation.
+    data: a :class:`Data` or ``(x_train, y_train[, x_test, y_test])``.
+    key: the run's ``jax.random`` key; it is split into the initialisation
+      key and the shuffling key, so the same key gives the same run.
+    regime: a :class:`Regime` or the name of one without a batch size.
+    criteria: stopping criteria (default: 100 epochs).
+    engine: ``"autodiff"`` or ``"manual"``.
+    params: initial parameters (default: ``objective.model.init``).
+    chunk_epochs: epochs per compiled call (default: about 20 chunks).
+    carry, history: a run's state and history to resume from.
+    on_chunk: called after every chunk with the carry and the history so far.
+    progress: show a progress line (default: when stderr is a terminal).
+
+  Returns:
+    A :class:`FitResult`.  A run interrupted by ``KeyboardInterrupt`` between
+    or during chunks returns what it had at the end of its last whole chunk,
+    with the stop reason ``"interrupted"``.
+  """
+  regime = Regime(regime) if isinstance(regime, str) else regime
+  criteria = criteria or stopping.Criteria()
+  data = data if isinstance(data, Data) else Data(*data)
+  n_train = int(data.x_train.shape[0])
+  steps_per_epoch = regime.steps_per_epoch(n_train)
+  chunk_epochs = chunk_epochs or default_chunk_epochs(criteria.max_epochs,
+                                                      steps_per_epoch)
+  program = build(lambda h: (objective, optimizer), regime, criteria,
+                  n_train=n_train, engine=engine, chunk_epochs=chunk_epochs,
+                  has_test=data.x_test is not None)
+  if carry is None:
+    k_init, k_data = jax.random.split(key)
+    if params is None:
+      params = objective.model.init(k_init)
+    carry = program.init(k_data, params, {})
+  history = history or empty_history()
+
+  t0 = time.perf_counter()
+  compiled = jax.jit(program.run_chunk).lower(carry, data, {}).compile()
+  history.compile_time += time.perf_counter() - t0
+
+  bar = Progress(criteria.max_epochs, enabled=progress)
+  stop_reason = stopping.reason_name(carry.stop.reason)
+  try:
+    while stop_reason == "running":
+      t0 = time.perf_counter()
+      new_carry, epochs, steps = compiled(carry, data, {})
+      epochs, steps = jax.device_get((epochs, steps))
+      t1 = time.perf_counter()
+      start = history.run_time
+      history.run_time += t1 - t0
+      history = append_chunk(history, epochs, steps, start, history.run_time)
+      carry = new_carry
+      stop_reason = stopping.reason_name(carry.stop.reason)
+      history.stop_reason = stop_reason
+      if history.epochs["epoch"].size:
+        bar.update(int(history.epochs["epoch"][-1]), history.num_steps,
+                   float(history.epochs["train_loss"][-1]))
+      if on_chunk is not None:
+        on_chunk(carry, history)
+  except KeyboardInterrupt:
+    stop_reason = "interrupted"
+    history.stop_reason = stop_reason
+  finally:
+    bar.close()
+  return FitResult(carry.params, carry.opt_state, history, stop_reason, carry)

@@ -1,0 +1,129 @@
+"""The update step: one jit-compiled pure function per training set-up.
+
+``make_step(objective, optimizer, engine)`` returns
+
+    step(params, opt_state, batch) -> (params, opt_state, metrics)
+
+which evaluates the objective and its gradient on the batch with the chosen
+gradient engine (``"autodiff"`` or ``"manual"``), calls the optax optimizer
+with the extra arguments a line search needs (``value``, ``grad`` and
+``value_fn``, the objective on the same batch), applies the update, and
+returns on-device metrics:
+
+* ``loss``: ``f(x_k)`` on the batch, at the parameters *before* the update;
+* ``grad_norm``: ``||g_k||`` (global 2-norm over the parameter tree);
+* ``update_norm``: ``||x_{k+1} - x_k||``;
+* ``step_size``: the ``step_size`` field of the optimizer's state (the
+  learning rate, or the step a line search accepted); for optimizers that
+  keep none (Adam, say), the effective step ``update_norm / grad_norm``;
+* ``fun_evals`` and ``grad_evals``: the evaluations this step made: one of
+  each for the objective and its gradient, plus those a line search made
+  (read from the ``num_fun_evals`` / ``num_grad_evals`` fields of a state
+  that also has ``conditions_met``).
+
+A batch is ``(x, y)`` or ``(x, y, weights)`` (per-record weights, such as the
+mask of a padded last batch).  Nothing in the step leaves the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gdlab.objective import Objective, value_and_grad_fn
+
+Array = jax.Array
+
+
+def _named_states(state: Any):
+  """Every NamedTuple inside a (nested) optax state, outermost first."""
+  if hasattr(state, "_fields"):
+    yield state
+    children = tuple(state)
+  elif isinstance(state, (tuple, list)):
+    children = state
+  elif isinstance(state, dict):
+    children = state.values()
+  else:
+    return
+  for child in children:
+    yield from _named_states(child)
+
+
+def find_fields(state: Any, name: str) -> list[Any]:
+  """Values of the field ``name`` in (possibly nested) optax states."""
+  return [getattr(s, name) for s in _named_states(state) if name in s._fields]
+
+
+def search_evals(state: Any) -> tuple[Array, Array]:
+  """Cumulative (function, gradient) evaluations made by line searches."""
+  searches = [s for s in _named_states(state)
+              if "conditions_met" in s._fields]
+  fun = sum((jnp.asarray(s.num_fun_evals, jnp.int32) for s in searches),
+            jnp.int32(0))
+  grad = sum((jnp.asarray(s.num_grad_evals, jnp.int32) for s in searches),
+             jnp.int32(0))
+  return fun, grad
+
+
+def split_batch(batch) -> tuple[Array, Array, Array | None]:
+  if len(batch) == 2:
+    return batch[0], batch[1], None
+  if len(batch) == 3:
+    return tuple(batch)
+  raise ValueError("batch: expected (x, y) or (x, y, weights); got a "
+                   f"sequence of {len(batch)} items.")
+
+
+def make_step(objective: Objective,
+              optimizer: optax.GradientTransformation,
+              engine: str = "autodiff",
+              jit: bool = True) -> Callable[..., Any]:
+  """Builds the update step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
+
+  Args:
+    objective: the model, loss, reduction and penalty.
+    optimizer: any optax transformation (gdlab's or optax's).
+    engine: ``"autodiff"`` (``jax.grad``) or ``"manual"`` (hand-written
+      backpropagation); both give the same trajectory.
+    jit: compile the step with ``jax.jit`` (eager is handy for debugging).
+
+  Returns:
+    The step function; see the module docstring for its metrics.
+  """
+  value_and_grad = value_and_grad_fn(objective, engine)
+  if not isinstance(optimizer, optax.GradientTransformation):
+    raise TypeError("optimizer: expected an optax GradientTransformation; "
+                    f"got {type(optimizer).__name__}.")
+  update = optax.with_extra_args_support(optimizer).update
+
+  def step(params, opt_state, batch):
+    x, y, weights = split_batch(batch)
+    value, grads = value_and_grad(params, x, y, weights)
+    value_fn = lambda p: objective.value(p, x, y, weights)
+    fun_before, grad_before = search_evals(opt_state)
+    updates, opt_state = update(grads, opt_state, params, value=value,
+                                grad=grads, value_fn=value_fn)
+    new_params = optax.apply_updates(params, updates)
+    fun_after, grad_after = search_evals(opt_state)
+    grad_norm = optax.tree.norm(grads)
+    update_norm = optax.tree.norm(updates)
+    sizes = find_fields(opt_state, "step_size")
+    if sizes:
+      step_size = jnp.asarray(sizes[-1], value.dtype)
+    else:
+      step_size = update_norm / jnp.where(grad_norm > 0, grad_norm, 1.0)
+    metrics = {
+        "loss": value,
+        "grad_norm": grad_norm,
+        "update_norm": update_norm,
+        "step_size": step_size,
+        "fun_evals": 1 + fun_after - fun_before,
+        "grad_evals": 1 + grad_after - grad_before,
+    }
+    return new_params, opt_state, metrics
+
+  return jax.jit(step) if jit else step

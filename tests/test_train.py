@@ -1,0 +1,265 @@
+"""The update step and the compiled training loop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.optimize
+
+from gdlab import loop, models, stopping, train
+from gdlab.losses import Penalty
+from gdlab.objective import Objective
+from gdlab.optim.gd import gradient_descent
+
+
+def _regression(n=64, d=3, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d))
+  y = x @ rng.normal(size=(d, 1)) + 0.5 + 0.1 * rng.normal(size=(n, 1))
+  return jnp.asarray(x), jnp.asarray(y)
+
+
+def _classification(n=120, d=2, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d))
+  p = 1 / (1 + np.exp(-(x @ np.array([1.5, -2.0]) + 0.3)))
+  y = (rng.uniform(size=n) < p).astype(float)[:, None]
+  return jnp.asarray(x), jnp.asarray(y)
+
+
+def test_step_metrics_and_optax_equivalence():
+  x, y = _regression()
+  obj = Objective(models.linear_regression(3), "mse")
+  params = obj.model.init(jax.random.PRNGKey(0))
+  ours = train.make_step(obj, gradient_descent(0.1))
+  theirs = train.make_step(obj, optax.sgd(0.1))
+  p1, s1, p2, s2 = params, gradient_descent(0.1).init(params), params, \
+      optax.sgd(0.1).init(params)
+  for _ in range(20):
+    p1, s1, m1 = ours(p1, s1, (x, y))
+    p2, s2, m2 = theirs(p2, s2, (x, y))
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+    np.testing.assert_array_equal(a, b)
+  value, grads = obj.value_and_grad(p1, x, y)
+  p3, _, m = ours(p1, s1, (x, y))
+  np.testing.assert_allclose(m["loss"], value, rtol=1e-14)
+  np.testing.assert_allclose(m["grad_norm"], optax.tree.norm(grads),
+                             rtol=1e-14)
+  np.testing.assert_allclose(m["step_size"], 0.1)
+  np.testing.assert_allclose(m["update_norm"], 0.1 * m["grad_norm"],
+                             rtol=1e-12)
+  assert int(m["fun_evals"]) == 1 and int(m["grad_evals"]) == 1
+  # optax's own transforms keep no step size: the effective one is reported.
+  np.testing.assert_allclose(m2["step_size"], 0.1, rtol=1e-12)
+
+
+def test_step_jit_equals_eager_and_engines_agree():
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 8, 1), "tanh"), "mse", "sum",
+                  Penalty("l2", 1e-2))
+  params = obj.model.init(jax.random.PRNGKey(0))
+  opt = optax.chain(optax.clip_by_global_norm(1.0), gradient_descent(0.01,
+                                                                     0.9))
+  results = []
+  for engine, jit in [("autodiff", True), ("autodiff", False),
+                      ("manual", True), ("manual", False)]:
+    step = train.make_step(obj, opt, engine, jit=jit)
+    p, s = params, opt.init(params)
+    for _ in range(10):
+      p, s, _ = step(p, s, (x, y))
+    results.append(p)
+  for other in results[1:]:
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(other)):
+      np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+@pytest.mark.parametrize("regime", [
+    loop.Regime("full_batch"), loop.Regime("sgd"),
+    loop.Regime("minibatch", 10), loop.Regime("minibatch", 10, "pad")])
+def test_fit_engines_give_the_same_trajectory(regime):
+  x, y = _regression(n=45)
+  obj = Objective(models.mlp((3, 6, 1), "sigmoid", bias="shared"), "mse")
+  runs = [loop.fit(obj, gradient_descent(0.05), (x, y),
+                   key=jax.random.PRNGKey(1), regime=regime,
+                   criteria=stopping.Criteria(max_epochs=4), engine=engine)
+          for engine in ("autodiff", "manual")]
+  h1, h2 = runs[0].history, runs[1].history
+  expected_steps = {"full_batch": 1, "sgd": 45}.get(
+      regime.kind, 4 if regime.remainder == "drop" else 5) * 4
+  assert h1.num_steps == h2.num_steps == expected_steps
+  np.testing.assert_allclose(h1.steps["loss"], h2.steps["loss"], rtol=1e-10)
+  for a, b in zip(jax.tree.leaves(runs[0].params),
+                  jax.tree.leaves(runs[1].params)):
+    np.testing.assert_allclose(a, b, rtol=1e-10)
+  assert runs[0].stop_reason == "max_epochs"
+  assert list(h1.epochs["epoch"]) == [1, 2, 3, 4]
+
+
+def test_padded_last_batch_is_the_mean_over_its_real_records():
+  x, y = _regression(n=7)
+  obj = Objective(models.linear_regression(3), "mse")
+  run = loop.fit(obj, gradient_descent(0.1), (x, y), key=jax.random.PRNGKey(0),
+                 regime=loop.Regime("minibatch", 3, "pad"),
+                 criteria=stopping.Criteria(max_epochs=1))
+  # Replay the epoch by hand: the same permutation, batches of 3, 3 and 1.
+  k_init, k_data = jax.random.split(jax.random.PRNGKey(0))
+  _, sub = jax.random.split(k_data)
+  perm = np.asarray(jax.random.permutation(sub, 7))
+  params = obj.model.init(k_init)
+  for rows in (perm[:3], perm[3:6], perm[6:]):
+    _, g = obj.value_and_grad(params, x[rows], y[rows])
+    params = jax.tree.map(lambda p, g: p - 0.1 * g, params, g)
+  for a, b in zip(jax.tree.leaves(run.params), jax.tree.leaves(params)):
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_sgd_with_diminishing_steps_approaches_the_full_batch_optimum():
+  x, y = _classification()
+  lam = 0.05
+  obj = Objective(models.logistic_regression(2), "binary_cross_entropy",
+                  penalty=Penalty("l2", lam))
+  # The optimum from an independent solver on the same objective.
+  xn, yn = np.asarray(x), np.asarray(y)[:, 0]
+
+  def f(theta):
+    z = xn @ theta[:2] + theta[2]
+    return np.mean(np.logaddexp(0, z) - yn * z) + 0.5 * lam * theta[:2] @ \
+        theta[:2]
+  opt = scipy.optimize.minimize(f, np.zeros(3), method="BFGS", tol=1e-12)
+  f_star = opt.fun
+  schedule = lambda k: 2.0 / (10.0 + k / len(xn))
+  run = loop.fit(obj, gradient_descent(schedule), (x, y),
+                 key=jax.random.PRNGKey(0), regime="sgd",
+                 criteria=stopping.Criteria(max_epochs=60))
+  theta = np.concatenate([np.asarray(run.params["w"][0])[:, 0],
+                          np.asarray(run.params["b"][0])])
+  gap = f(theta) - f_star
+  # f* is about 0.45: the gap is under 0.25% of it after 7200 updates.
+  assert 0 <= gap < 1e-3, gap
+  assert np.linalg.norm(theta - opt.x) < 0.05 * np.linalg.norm(opt.x)
+  # Constant-step SGD stalls at a noise floor well above that.
+  const = loop.fit(obj, gradient_descent(0.5), (x, y),
+                   key=jax.random.PRNGKey(0), regime="sgd",
+                   criteria=stopping.Criteria(max_epochs=60))
+  theta_c = np.concatenate([np.asarray(const.params["w"][0])[:, 0],
+                            np.asarray(const.params["b"][0])])
+  assert f(theta_c) - f_star > 20 * gap
+
+
+def test_divergent_step_size_stops_with_finite_parameters():
+  x, y = _regression()
+  obj = Objective(models.linear_regression(3), "mse")
+  run = loop.fit(obj, gradient_descent(5.0), (x, y), key=jax.random.PRNGKey(0),
+                 criteria=stopping.Criteria(max_epochs=5000))
+  assert run.stop_reason == "diverged"
+  assert bool(stopping.all_finite(run.params))
+  assert run.history.num_steps < 5000
+  assert np.all(np.isfinite(run.history.steps["loss"][:-1]))
+  # Without the growth test, the run goes on until the loss overflows.
+  run = loop.fit(obj, gradient_descent(5.0), (x, y), key=jax.random.PRNGKey(0),
+                 criteria=stopping.Criteria(max_epochs=5000,
+                                            divergence_factor=None))
+  assert run.stop_reason == "diverged"
+  assert bool(stopping.all_finite(run.params))
+
+
+@pytest.mark.parametrize("criteria,reason", [
+    (stopping.Criteria(max_epochs=10_000, grad_tol=1e-6), "grad_tol"),
+    ("loss_tol at 1.001 f*", "loss_tol"),
+    (stopping.Criteria(max_epochs=10_000, rel_tol=1e-9, patience=3),
+     "rel_tol"),
+    (stopping.Criteria(max_epochs=10_000, param_tol=1e-8), "param_tol"),
+    (stopping.Criteria(max_epochs=10_000, max_steps=37), "max_steps"),
+    (stopping.Criteria(max_epochs=10_000, max_grad_evals=41),
+     "max_grad_evals"),
+    (stopping.Criteria(max_epochs=12), "max_epochs"),
+])
+def test_stopping_criteria(criteria, reason):
+  x, y = _regression()
+  obj = Objective(models.linear_regression(3), "mse")
+  xa = np.hstack([np.asarray(x), np.ones((len(x), 1))])
+  residual = np.linalg.lstsq(xa, np.asarray(y), rcond=None)[1][0]
+  f_star = residual / len(x)
+  if isinstance(criteria, str):
+    criteria = stopping.Criteria(max_epochs=10_000, loss_tol=1.001 * f_star)
+  run = loop.fit(obj, gradient_descent(0.2), (x, y), key=jax.random.PRNGKey(0),
+                 criteria=criteria)
+  assert run.stop_reason == reason
+  h = run.history.steps
+  k = len(h["loss"])
+  if reason == "grad_tol":
+    assert h["grad_norm"][-1] <= 1e-6 < h["grad_norm"][-2]
+  elif reason == "loss_tol":
+    assert h["loss"][-1] <= 1.001 * f_star < h["loss"][-2]
+  elif reason == "rel_tol":
+    rel = np.abs(np.diff(h["loss"])) / np.abs(h["loss"][:-1])
+    assert np.all(rel[-3:] <= 1e-9) and rel[-4] > 1e-9
+  elif reason == "param_tol":
+    assert h["update_norm"][-1] <= 1e-8 < h["update_norm"][-2]
+  elif reason == "max_steps":
+    assert k == 37
+  elif reason == "max_grad_evals":
+    assert k == 41
+  else:
+    assert k == 12
+
+
+def test_interrupted_run_resumes_to_the_same_result():
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 5, 1), "tanh"), "mse")
+  kwargs = dict(key=jax.random.PRNGKey(3), regime=loop.Regime("minibatch", 16),
+                criteria=stopping.Criteria(max_epochs=12), chunk_epochs=3)
+  full = loop.fit(obj, gradient_descent(0.05, 0.9), (x, y), **kwargs)
+
+  def interrupt(carry, history):
+    if int(carry.epoch) >= 6:
+      raise KeyboardInterrupt
+  part = loop.fit(obj, gradient_descent(0.05, 0.9), (x, y), on_chunk=interrupt,
+                  **kwargs)
+  assert part.stop_reason == "interrupted"
+  assert int(part.carry.epoch) == 6
+  rest = loop.fit(obj, gradient_descent(0.05, 0.9), (x, y), carry=part.carry,
+                  history=part.history, **kwargs)
+  assert rest.stop_reason == "max_epochs"
+  for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(rest.params)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(full.history.steps["loss"],
+                                rest.history.steps["loss"])
+
+
+def test_bad_regimes():
+  with pytest.raises(ValueError, match=r"regime: expected one of "
+                     r"'full_batch', 'sgd', 'minibatch'; got 'batch'"):
+    loop.Regime("batch")
+  with pytest.raises(ValueError, match=r"batch_size: expected an integer "
+                     r">= 1; got 0"):
+    loop.Regime("minibatch", 0)
+  with pytest.raises(ValueError, match=r"batch_size.*needs a batch size"):
+    loop.Regime("minibatch")
+  x, y = _regression(n=20)
+  obj = Objective(models.linear_regression(3), "mse")
+  with pytest.raises(ValueError, match=r"batch_size: expected an integer in "
+                     r"\[1, n\] with n=20 training records; got 32"):
+    loop.fit(obj, gradient_descent(0.1), (x, y), key=jax.random.PRNGKey(0),
+             regime=loop.Regime("minibatch", 32))
+  with pytest.raises(ValueError, match=r"max_epochs: expected an integer "
+                     r">= 1; got 0"):
+    stopping.Criteria(max_epochs=0)
+  with pytest.raises(TypeError, match="optimizer: expected an optax"):
+    train.make_step(obj, lambda g: g)
+
+
+def test_line_search_inside_the_step_reports_its_evaluations():
+  from gdlab import optim
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 4, 1), "tanh"), "mse")
+  opt = optim.steepest_descent(optim.backtracking_linesearch(initial_step=4.0))
+  run = loop.fit(obj, opt, (x, y), key=jax.random.PRNGKey(0),
+                 criteria=stopping.Criteria(max_epochs=30))
+  h = run.history.steps
+  # One evaluation for the step itself, plus the trials of the search.
+  assert np.all(h["fun_evals"] >= 2) and np.any(h["fun_evals"] > 2)
+  assert np.all(np.diff(h["loss"]) <= 0)  # Armijo: a descent method.
+  assert np.all(h["step_size"] <= 4.0)
+  assert run.history.epochs["fun_evals"][-1] == h["fun_evals"].sum()
