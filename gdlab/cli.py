@@ -8,8 +8,24 @@ standard error that says what is wrong and what is allowed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from pathlib import Path
 from typing import Sequence
+
+
+def _use_all_cores() -> None:
+  """On CPU, one XLA host device per core, so sweeps shard across cores.
+
+  Must run before JAX starts; it changes nothing on GPU or TPU, and is left
+  alone when XLA_FLAGS already sets the count.
+  """
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_force_host_platform_device_count" not in flags:
+    os.environ["XLA_FLAGS"] = (
+        f"{flags} --xla_force_host_platform_device_count="
+        f"{os.cpu_count() or 1}").strip()
 
 
 class UsageError(Exception):
@@ -52,6 +68,99 @@ def _cmd_check_grads(args) -> int:
   return 0 if all(r.passed for r in rows) else 1
 
 
+def _load(args):
+  from gdlab import config as config_lib  # pylint: disable=g-import-not-at-top
+  from gdlab import experiment  # pylint: disable=g-import-not-at-top
+  exp = config_lib.load(experiment.find(args.config))
+  sets = config_lib.parse_sets(args.set)
+  # Check the --set keys against the config now, before anything runs.
+  config_lib.apply_overrides(exp.base, sets)
+  return exp, sets
+
+
+def _default_out(kind: str, name: str) -> Path:
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  return Path("runs") / f"{name}-{kind}-{stamp}"
+
+
+def _cmd_run(args) -> int:
+  from gdlab import experiment  # pylint: disable=g-import-not-at-top
+  exp, sets = _load(args)
+  out = Path(args.out) if args.out else _default_out("run", exp.name)
+  if args.resume and not args.out:
+    raise UsageError("--resume: give the folder to continue with --out.")
+  try:
+    experiment.run_experiment(exp, out, smoke=args.smoke, sets=sets,
+                              resume=args.resume)
+  except KeyboardInterrupt:
+    print(f"\ninterrupted: results so far and a checkpoint are in {out}; "
+          f"continue with: gdlab run {args.config} --out {out} --resume",
+          file=sys.stderr)
+    return 130
+  print(f"results: {out}")
+  print(f"report:  {out / 'report.md'}")
+  print(f"plots:   {out / 'plots'}")
+  return 0
+
+
+def _parse_grid(items: Sequence[str] | None) -> dict | None:
+  from gdlab import config as config_lib  # pylint: disable=g-import-not-at-top
+  if not items:
+    return None
+  grid = {}
+  for item in items:
+    key, eq, text = item.partition("=")
+    if not eq or not key.strip() or not text.strip():
+      raise UsageError(f"--grid: expected key=v1,v2,...; got {item!r}.")
+    grid[key.strip()] = [config_lib.parse_value(v) for v in text.split(",")]
+  return grid
+
+
+def _cmd_sweep(args) -> int:
+  from gdlab import config as config_lib  # pylint: disable=g-import-not-at-top
+  from gdlab import sweep  # pylint: disable=g-import-not-at-top
+  exp, sets = _load(args)
+  grid = _parse_grid(args.grid)
+  for key, values in (grid or {}).items():
+    for v in values:
+      config_lib.override(exp.base, key, v)
+  out = Path(args.out) if args.out else _default_out("sweep", exp.name)
+  sweep.run_sweep(exp, out, grid=grid, smoke=args.smoke, sets=sets)
+  print(f"results: {out}")
+  print(f"report:  {out / 'report.md'}")
+  return 0
+
+
+def _cmd_report(args) -> int:
+  from gdlab import report, results  # pylint: disable=g-import-not-at-top
+  dirs = []
+  for d in args.run_dirs:
+    path = Path(d)
+    if (path / "runs").is_dir():
+      dirs += sorted(p for p in (path / "runs").iterdir() if p.is_dir())
+    else:
+      results.load_run(path)
+      dirs.append(path)
+  out = Path(args.out) if args.out else (
+      Path(args.run_dirs[0]) if len(args.run_dirs) == 1 else
+      _default_out("report", "compare"))
+  path = report.compare(dirs, out)
+  print(f"report: {path}")
+  return 0
+
+
+def _cmd_list(args) -> int:
+  del args
+  from gdlab import config as config_lib  # pylint: disable=g-import-not-at-top
+  from gdlab import experiment  # pylint: disable=g-import-not-at-top
+  names = experiment.experiment_names()
+  width = max((len(n) for n in names), default=0)
+  for name in names:
+    exp = config_lib.load(experiment.find(name))
+    print(f"{name:<{width}}  {exp.question or exp.description}")
+  return 0
+
+
 def _cmd_devices(args) -> int:
   del args
   import jax  # pylint: disable=g-import-not-at-top
@@ -90,9 +199,52 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("devices", help="list the devices JAX sees")
   p.set_defaults(fn=_cmd_devices)
 
-  p = sub.add_parser("demo", help="run the default job (the gradient check)")
-  p.set_defaults(fn=_cmd_check_grads, activations=None, losses=None,
-                 biases=None, depths="0,1,3", reductions="mean", seed=0)
+  def add_config_args(p):
+    p.add_argument("config", help="an experiment name (see `gdlab list`) or "
+                   "a YAML file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set "
+                   "optimizer.learning_rate=0.5 (repeatable; type-checked)")
+    p.add_argument("--out", help="results folder (default: "
+                   "runs/<name>-<kind>-<time>)")
+    p.add_argument("--smoke", action="store_true",
+                   help="shrink the experiment to run in seconds")
+
+  p = sub.add_parser(
+      "run", help="run an experiment",
+      description="Run every variant of an experiment and write a results "
+      "folder: runs/<variant>/ (config.yaml, metrics.jsonl, summary.json, "
+      "checkpoint, plots) and a comparison report.md with plots.")
+  add_config_args(p)
+  p.add_argument("--resume", action="store_true",
+                 help="continue an interrupted run in --out")
+  p.set_defaults(fn=_cmd_run)
+
+  p = sub.add_parser(
+      "sweep", help="run a hyperparameter grid as vmapped programs",
+      description="Run the experiment's sweep grid (or --grid): runs that "
+      "differ only in numeric hyperparameters and seeds run as one vmapped "
+      "program sharded over all devices; each run gets its own folder.")
+  add_config_args(p)
+  p.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                 help="a grid axis, e.g. --grid "
+                 "optimizer.learning_rate=0.01,0.1,1 (repeatable)")
+  p.set_defaults(fn=_cmd_sweep)
+
+  p = sub.add_parser(
+      "report", help="compare run folders",
+      description="Write a comparison table and overlaid plots of several "
+      "run folders (or experiment folders holding runs/).")
+  p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+  p.add_argument("--out", help="where to write report.md and plots/")
+  p.set_defaults(fn=_cmd_report)
+
+  p = sub.add_parser("list", help="list the experiments and what each shows")
+  p.set_defaults(fn=_cmd_list)
+
+  p = sub.add_parser("demo", help="run the default experiment")
+  p.set_defaults(fn=_cmd_run, config="default", set=None, out=None,
+                 smoke=False, resume=False)
   return parser
 
 
@@ -102,9 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not getattr(args, "fn", None):
     parser.print_help()
     return 2
+  _use_all_cores()
+  from gdlab.config import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     return args.fn(args)
-  except (UsageError, ValueError, TypeError) as e:
+  except (UsageError, ConfigError, ValueError, TypeError) as e:
     print(f"gdlab {args.command}: error: {e}", file=sys.stderr)
     return 2
 

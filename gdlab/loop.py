@@ -39,7 +39,6 @@ import numpy as np
 import optax
 
 from gdlab import _checks
-from gdlab import losses as losses_lib
 from gdlab import stopping
 from gdlab import train
 from gdlab.data import batching
@@ -118,7 +117,7 @@ class Program(NamedTuple):
 
 def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
           n_train: int, engine: str = "autodiff", chunk_epochs: int = 1,
-          has_test: bool = False) -> Program:
+          has_test: bool = False, record_params: bool = False) -> Program:
   """Builds the pure functions of a run.
 
   Args:
@@ -130,6 +129,9 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
     engine: the gradient engine.
     chunk_epochs: epochs per call of ``run_chunk``.
     has_test: whether ``Data`` carries a test set.
+    record_params: log the parameters ``x_k`` (flattened) of every step under
+      the step metric ``"params"``: for small problems such as the 2-D test
+      functions, whose trajectories are plotted.
 
   Returns:
     A :class:`Program`.
@@ -145,9 +147,9 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
     return Carry(params, optimizer.init(params), stopping.init(dtype), key,
                  zero, zero, zero, zero)
 
-  def evaluate(objective, params, x, y):
-    value, y_hat = objective.value_and_output(params, x, y)
-    return value, losses_lib.accuracy(y_hat, y, objective.loss)
+  def flat(params):
+    return jnp.concatenate([jnp.ravel(p) for p in
+                            jax.tree_util.tree_leaves(params)])
 
   def run_chunk(carry: Carry, data: Data, hparams):
     objective, optimizer = setup(hparams)
@@ -156,6 +158,7 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
 
     def one_step(c: Carry, batch_data):
       def active(c):
+        old_params = c.params
         new_params, new_opt, m = step_fn(c.params, c.opt_state, batch_data)
         steps = c.step + 1
         fun_evals = c.fun_evals + m["fun_evals"]
@@ -171,12 +174,16 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
                   stop, c.key, c.epoch, steps, fun_evals, grad_evals)
         m = {k: jnp.asarray(m[k], dtype if k not in ("fun_evals", "grad_evals")
                             else jnp.int32) for k in STEP_METRICS}
+        if record_params:
+          m["params"] = flat(old_params)
         return c, dict(m, active=jnp.bool_(True))
 
       def idle(c):
         m = {k: (jnp.full((), jnp.nan, dtype)
                  if k not in ("fun_evals", "grad_evals") else jnp.int32(0))
              for k in STEP_METRICS}
+        if record_params:
+          m["params"] = jnp.full_like(flat(c.params), jnp.nan)
         return c, dict(m, active=jnp.bool_(False))
 
       return jax.lax.cond(c.stop.reason == stopping.RUNNING, active, idle, c)
@@ -205,11 +212,11 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
           (epoch >= criteria.max_epochs),
           jnp.int32(stopping.CODES["max_epochs"]), c.stop.reason)
       c = c._replace(epoch=epoch, stop=c.stop._replace(reason=reason))
-      train_loss, train_acc = evaluate(objective, c.params, data.x_train,
-                                       data.y_train)
+      train_loss, train_acc = objective.metrics(c.params, data.x_train,
+                                                data.y_train)
       if has_test:
-        test_loss, test_acc = evaluate(objective, c.params, data.x_test,
-                                       data.y_test)
+        test_loss, test_acc = objective.metrics(c.params, data.x_test,
+                                                data.y_test)
       else:
         test_loss = test_acc = jnp.full((), jnp.nan, dtype)
       e = {"train_loss": train_loss, "test_loss": test_loss,
@@ -296,7 +303,9 @@ def append_chunk(history: History, epochs: dict, steps: dict,
   new_e["time"] = times
   new_s = {k: np.asarray(v)[s_active] for k, v in steps.items()
            if k != "active"}
-  cat = lambda a, b: {k: np.concatenate([a[k], b[k]]) for k in b}
+  def cat(a, b):
+    return {k: (np.concatenate([a[k], b[k]]) if k in a and len(a[k])
+                else b[k]) for k in b}
   return dataclasses.replace(history, steps=cat(history.steps, new_s),
                              epochs=cat(history.epochs, new_e))
 
@@ -341,7 +350,8 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
         params=None, chunk_epochs: int | None = None,
         carry: Carry | None = None, history: History | None = None,
         on_chunk: Callable[[Carry, History], None] | None = None,
-        progress: bool | None = None) -> FitResult:
+        progress: bool | None = None,
+        record_params: bool = False) -> FitResult:
   """Trains ``objective`` with ``optimizer``, compiled, until a criterion holds.
 
   Args:
@@ -358,6 +368,7 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
     carry, history: a run's state and history to resume from.
     on_chunk: called after every chunk with the carry and the history so far.
     progress: show a progress line (default: when stderr is a terminal).
+    record_params: log every step's parameters (see :func:`build`).
 
   Returns:
     A :class:`FitResult`.  A run interrupted by ``KeyboardInterrupt`` between
@@ -373,7 +384,8 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
                                                       steps_per_epoch)
   program = build(lambda h: (objective, optimizer), regime, criteria,
                   n_train=n_train, engine=engine, chunk_epochs=chunk_epochs,
-                  has_test=data.x_test is not None)
+                  has_test=data.x_test is not None,
+                  record_params=record_params)
   if carry is None:
     k_init, k_data = jax.random.split(key)
     if params is None:

@@ -22,6 +22,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from gdlab import _checks
 from gdlab import backprop
@@ -74,11 +75,59 @@ class Objective:
     return value_and_grad_fn(self, engine)(params, x, y, weights)
 
 
+  def metrics(self, params, x: Array, y: Array) -> tuple[Array, Array]:
+    """``(C, accuracy)`` on a data set (accuracy NaN for regression)."""
+    value, y_hat = self.value_and_output(params, x, y)
+    return value, losses_lib.accuracy(y_hat, y, self.loss)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+  """A 'model' whose parameters are a point: ``init`` returns the start."""
+  start: tuple[float, ...]
+
+  def init(self, key: Array) -> Array:
+    del key
+    return jnp.asarray(self.start, dtype=jnp.zeros(()).dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionObjective:
+  """A function of the parameters alone, such as a 2-D test function.
+
+  The data arguments are ignored, so the same training loop and optimizers
+  minimise ``fn(params)``; ``model.init`` returns ``start``.  Only the
+  ``"autodiff"`` engine applies.
+  """
+  fn: Callable[[Array], Array]
+  start: tuple[float, ...]
+  loss: str = "function"
+
+  @property
+  def model(self):
+    return _Start(tuple(float(v) for v in self.start))
+
+  def value(self, params, x=None, y=None, weights=None) -> Array:
+    del x, y, weights
+    return self.fn(params)
+
+  def value_and_output(self, params, x=None, y=None, weights=None):
+    return self.value(params), None
+
+  def metrics(self, params, x=None, y=None):
+    value = self.value(params)
+    return value, jnp.full((), jnp.nan, value.dtype)
+
+
 def value_and_grad_fn(objective: Objective,
                       engine: str = "autodiff") -> Callable[..., Any]:
   """The engine's ``(params, x, y, weights=None) -> (C, grads)`` function."""
   _checks.check_choice("engine", engine, ENGINES)
-  if engine == "autodiff":
+  if engine == "autodiff" or isinstance(objective, FunctionObjective):
+    if engine == "manual":
+      raise ValueError("engine: a function objective has no network to "
+                       "backpropagate through; expected 'autodiff', got "
+                       "'manual'.")
     return jax.value_and_grad(objective.value)
 
   def manual(params, x, y, weights=None):

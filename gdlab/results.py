@@ -15,7 +15,8 @@ A run folder holds::
 
 Every file is written atomically (to a temporary file in the same folder,
 then renamed), so an interrupted run leaves each file either complete or as
-it was before.  ``metrics.jsonl`` is appended chunk by chunk.
+it was before.  ``metrics.jsonl`` is appended chunk by chunk and rewritten whole, in
+order (steps, then epochs), when the run ends.
 """
 
 from __future__ import annotations
@@ -93,6 +94,22 @@ def write_metrics(run_dir: str | os.PathLike, steps: dict,
   lines = metric_lines("step", step_rows) + metric_lines("epoch", epochs)
   atomic_write(Path(run_dir) / METRICS, "\n".join(lines) + ("\n" if lines
                                                               else ""))
+
+
+def append_metrics(run_dir: str | os.PathLike, steps: dict, epochs: dict,
+                   step_start: int, epoch_start: int) -> None:
+  """Appends the step rows from ``step_start`` and epoch rows from
+  ``epoch_start`` to the metrics log (between chunks; the final log is
+  rewritten whole by :func:`write_metrics`)."""
+  n = len(next(iter(steps.values()))) if steps else 0
+  step_rows = {"step": np.arange(1, n + 1), **steps}
+  lines = (metric_lines("step", step_rows, step_start) +
+           metric_lines("epoch", epochs, epoch_start))
+  if lines:
+    with open(Path(run_dir) / METRICS, "a") as f:
+      f.write("\n".join(lines) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
 
 
 def read_metrics(run_dir: str | os.PathLike) -> tuple[dict, dict]:
