@@ -268,26 +268,24 @@ def parse_value(text: str) -> Any:
     raise ConfigError(f"could not parse {text!r} as a value: {e}") from e
 
 
-def override(cfg, key: str, value: Any):
+def override(cfg, key: str, value: Any, _prefix: str = ""):
   """Returns ``cfg`` with the dotted ``key`` set to ``value``, type-checked."""
   head, _, rest = key.partition(".")
+  full = f"{_prefix}{key}"
   known = [f.name for f in dataclasses.fields(cfg)]
   if head not in known:
-    raise ConfigError(f"{key}: unknown key; known keys: "
+    where = f" of {_prefix[:-1]}" if _prefix else ""
+    raise ConfigError(f"{full}: unknown key; known keys{where}: "
                       f"{', '.join(known)}.")
   hint = _hints(type(cfg))[head]
   current = getattr(cfg, head)
   if rest:
     if not dataclasses.is_dataclass(current):
-      raise ConfigError(f"{key}: {head} has no sub-keys; it takes "
+      raise ConfigError(f"{full}: {_prefix}{head} has no sub-keys; it takes "
                         f"{_type_name(hint)}.")
-    try:
-      new = override(current, rest, value)
-    except ConfigError as e:
-      msg = str(e)
-      raise ConfigError(f"{head}.{msg}") from None
+    new = override(current, rest, value, f"{_prefix}{head}.")
     return dataclasses.replace(cfg, **{head: new})
-  return dataclasses.replace(cfg, **{head: _coerce(key, value, hint)})
+  return dataclasses.replace(cfg, **{head: _coerce(full, value, hint)})
 
 
 def apply_overrides(cfg, overrides: dict[str, Any] | None):

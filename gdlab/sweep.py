@@ -228,14 +228,25 @@ def write_report(out: Path, run_dirs: list[Path], points: list[dict],
     if key == "seed" or not all(isinstance(p[key], (int, float))
                                 for p in points):
       continue
-    others = [k for k in grid if k != key]
-    groups = [",".join(f"{k}={_fmt(p[k])}" for k in others) or key
-              for p in points]
-    path = plots.sensitivity([p[key] for p in points], finals,
+    xs = list(dict.fromkeys(p[key] for p in points))
+    others = [k for k in grid if k not in (key, "seed")]
+    seeds = list(dict.fromkeys(p.get("seed") for p in points))
+    curves = {}
+    for p, f in zip(points, finals):
+      label = ", ".join(f"{k}={_fmt(p[k])}" for k in others) or "final loss"
+      rows = curves.setdefault(label, np.full((len(seeds), len(xs)), np.nan))
+      rows[seeds.index(p.get("seed")), xs.index(p[key])] = f
+    if len(curves) == 1:
+      finals_arg = next(iter(curves.values()))  # seeds as a band
+    else:
+      finals_arg = {k: np.nanmean(v, axis=0) for k, v in curves.items()}
+    path = plots.sensitivity(xs, finals_arg,
                              out / "plots" / f"sensitivity_{key}.png",
-                             xlabel=key, groups=groups)
+                             xlabel=key)
     sections.append((f"Sensitivity to {key}",
-                     f"Final training loss against `{key}`; diverged runs "
-                     "are marked at the top edge.", [path]))
+                     f"Final training loss against `{key}`"
+                     + (f" (mean over {len(seeds)} seeds, min-max band)"
+                        if len(seeds) > 1 and len(curves) == 1 else "")
+                     + "; diverged runs are marked at the top edge.", [path]))
   return report.compare(run_dirs, out, title=out.name,
                         extra_sections=sections)

@@ -1,0 +1,236 @@
+"""Configs, run folders, resume, sweeps and the gdlab command."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import serialization
+
+from gdlab import cli, config, experiment, results, sweep
+
+TINY = Path(__file__).parent / "configs" / "tiny.yaml"
+
+
+def _params(run_dir):
+  """The parameters saved in a run folder's checkpoint, as a flat list."""
+  raw = serialization.msgpack_restore((run_dir / results.CHECKPOINT)
+                                      .read_bytes())
+  return [np.asarray(x) for x in jax.tree.leaves(raw["params"])]
+
+
+def test_load_and_override():
+  exp = config.load(TINY)
+  assert exp.base.optimizer.learning_rate == 0.1
+  assert exp.base.model.hidden == (4,)
+  cfg = config.apply_overrides(exp.base, {"optimizer.learning_rate": 1,
+                                          "model.hidden": [8, 8]})
+  assert cfg.optimizer.learning_rate == 1.0
+  assert isinstance(cfg.optimizer.learning_rate, float)
+  assert cfg.model.hidden == (8, 8)
+  assert config.parse_sets(["train.max_epochs=5", "loss.penalty=null"]) == {
+      "train.max_epochs": 5, "loss.penalty": None}
+  # The resolved config round-trips through YAML.
+  again = config.from_dict(config.RunConfig, config.to_dict(cfg))
+  assert again == cfg
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("optimizer.lr", 0.1, r"optimizer.lr: unknown key; known keys of "
+     r"optimizer: name, learning_rate"),
+    ("optimiser.learning_rate", 0.1, r"optimiser.learning_rate: unknown key; "
+     r"known keys: name, seed, data, model, loss, optimizer, train"),
+    ("optimizer.learning_rate", "fast", r"optimizer.learning_rate: expected "
+     r"float; got 'fast'"),
+    ("train.max_epochs", 2.5, r"train.max_epochs: expected int; got 2.5"),
+    ("train.max_epochs", True, r"train.max_epochs: expected int; got True"),
+    ("model.hidden", "wide", r"model.hidden: expected a list of int"),
+])
+def test_bad_overrides(key, value, match):
+  exp = config.load(TINY)
+  with pytest.raises(config.ConfigError, match=match):
+    config.override(exp.base, key, value)
+
+
+def test_bad_files(tmp_path):
+  with pytest.raises(config.ConfigError, match="no such file"):
+    config.load(tmp_path / "missing.yaml")
+  bad = tmp_path / "bad.yaml"
+  bad.write_text("base: {data: {name: digits}\n  model: [\n")
+  with pytest.raises(config.ConfigError, match=r"malformed YAML.*line"):
+    config.load(bad)
+  unknown = tmp_path / "unknown.yaml"
+  unknown.write_text("name: x\nbase: {trian: {}}\n")
+  with pytest.raises(config.ConfigError, match=r"base.trian: unknown key"):
+    config.load(unknown)
+  code = tmp_path / "code.yaml"
+  code.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
+  with pytest.raises(config.ConfigError, match="malformed YAML"):
+    config.load(code)
+
+
+def test_run_writes_a_complete_folder(tmp_path):
+  exp = config.load(TINY)
+  out = experiment.run_experiment(exp, tmp_path / "exp")
+  for name in ("gd", "momentum"):
+    run_dir = out / "runs" / name
+    for f in (results.CONFIG, results.METRICS, results.SUMMARY,
+              results.CHECKPOINT):
+      assert (run_dir / f).exists(), f
+    rec = results.load_run(run_dir)
+    assert rec.summary["stop_reason"] == "max_epochs"
+    assert rec.summary["versions"]["jax"] == jax.__version__
+    # 51 training records (64 less a 20% test split): 6 batches of 8.
+    assert len(rec.steps["loss"]) == 30 * 6 == rec.summary["steps"]
+    assert len(rec.epochs["epoch"]) == 30
+    assert rec.config["optimizer"]["momentum"] == (0.9 if name == "momentum"
+                                                   else 0.0)
+  assert (out / "report.md").exists()
+  assert list((out / "plots").glob("*.png"))
+
+
+def test_same_seed_gives_identical_numbers(tmp_path):
+  cfg = experiment.resolve_runs(config.load(TINY))[0]
+  experiment.run(cfg, tmp_path / "a", plots=False)
+  experiment.run(cfg, tmp_path / "b", plots=False)
+  a = results.read_metrics(tmp_path / "a")[0]["loss"]
+  b = results.read_metrics(tmp_path / "b")[0]["loss"]
+  np.testing.assert_array_equal(a, b)
+  for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "b")):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_sweep_runs_match_runs_alone(tmp_path):
+  exp = config.load(TINY)
+  out = sweep.run_sweep(exp, tmp_path / "sweep")
+  info = json.loads((out / "sweep.json").read_text())
+  assert len(info["runs"]) == 4
+  assert (out / "report.md").exists()
+  assert list((out / "plots").glob("sensitivity_*.png"))
+  for entry in info["runs"]:
+    point = entry["point"]
+    cfg = config.apply_overrides(experiment.resolve_runs(
+        exp, variants=False)[0], point)
+    alone = tmp_path / "alone" / entry["name"]
+    experiment.run(cfg, alone, plots=False)
+    swept = out / "runs" / entry["name"]
+    np.testing.assert_allclose(results.read_metrics(swept)[0]["loss"],
+                               results.read_metrics(alone)[0]["loss"],
+                               rtol=1e-5)
+    for x, y in zip(_params(swept), _params(alone)):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
+  cfg = experiment.resolve_runs(config.load(TINY))[0]
+  experiment.run(cfg, tmp_path / "full", plots=False)
+  calls = {"n": 0}
+  original = experiment.write_run
+
+  def interrupt_after_two_chunks(*args, **kwargs):
+    original(*args, **kwargs)
+    if kwargs.get("written") is not None:
+      calls["n"] += 1
+      if calls["n"] == 2:
+        raise KeyboardInterrupt
+  monkeypatch.setattr(experiment, "write_run", interrupt_after_two_chunks)
+  part = experiment.run(cfg, tmp_path / "part", plots=False)
+  monkeypatch.undo()
+  assert part.stop_reason == "interrupted"
+  rec = results.load_run(tmp_path / "part")
+  assert rec.summary["stop_reason"] == "interrupted"
+  assert len(rec.epochs["epoch"]) == 10  # two chunks of five epochs
+  with pytest.raises(config.ConfigError, match="already holds a run"):
+    experiment.run(cfg, tmp_path / "part", plots=False)
+  experiment.run(cfg, tmp_path / "part", resume=True, plots=False)
+  for x, y in zip(_params(tmp_path / "full"), _params(tmp_path / "part")):
+    np.testing.assert_array_equal(x, y)
+  np.testing.assert_array_equal(
+      results.read_metrics(tmp_path / "full")[0]["loss"],
+      results.read_metrics(tmp_path / "part")[0]["loss"])
+
+
+def test_sigterm_leaves_a_valid_folder_and_resume_finishes(tmp_path):
+  """A real SIGTERM to `gdlab run`, then `gdlab run --resume`."""
+  out = tmp_path / "run"
+  args = [sys.executable, "-m", "gdlab.cli", "run", str(TINY), "--out",
+          str(out), "--set", "train.max_epochs=4000", "--set",
+          "train.chunk_epochs=20"]
+  proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  checkpoint = out / "runs" / "gd" / results.CHECKPOINT
+  deadline = time.time() + 120
+  while not checkpoint.exists() and time.time() < deadline:
+    time.sleep(0.2)
+  assert checkpoint.exists()
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err
+  assert "--resume" in err
+  rec = results.load_run(out / "runs" / "gd")
+  assert rec.summary["stop_reason"] == "interrupted"
+  assert 0 < len(rec.epochs["epoch"]) < 4000
+  assert len(rec.steps["loss"]) == 6 * len(rec.epochs["epoch"])
+  done = subprocess.run(args + ["--resume"], capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr
+  final = results.load_run(out / "runs" / "gd")
+  assert final.summary["stop_reason"] == "max_epochs"
+  assert len(final.steps["loss"]) == 6 * 4000
+
+
+def test_divergent_run_keeps_its_folder(tmp_path):
+  cfg = config.apply_overrides(experiment.resolve_runs(config.load(TINY))[0],
+                               {"optimizer.learning_rate": 50.0})
+  result = experiment.run(cfg, tmp_path / "div", plots=False)
+  assert result.stop_reason == "diverged"
+  rec = results.load_run(tmp_path / "div")
+  assert rec.summary["stop_reason"] == "diverged"
+  assert all(np.all(np.isfinite(p)) for p in _params(tmp_path / "div"))
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["run", str(TINY), "--set", "optimizer.lr=1"],
+     "optimizer.lr: unknown key; known keys of optimizer"),
+    (["run", str(TINY), "--set", "train.max_epochs=many"],
+     "train.max_epochs: expected int; got 'many'"),
+    (["run", "no_such_experiment"],
+     "no experiment or file named 'no_such_experiment'; known experiments:"),
+    (["run", str(TINY), "--set", "data.name=mnist"],
+     "expected one of"),
+    (["sweep", str(TINY), "--grid", "optimizer.learning_rate"],
+     "--grid: expected key=v1,v2"),
+])
+def test_cli_bad_input_exits_2_with_one_line(argv, match, capsys, tmp_path):
+  code = cli.main(argv + ["--out", str(tmp_path / "x")])
+  err = capsys.readouterr().err
+  assert code == 2
+  assert match in err
+  assert "Traceback" not in err
+  assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_malformed_yaml(tmp_path, capsys):
+  bad = tmp_path / "bad.yaml"
+  bad.write_text("base: [\n")
+  assert cli.main(["run", str(bad)]) == 2
+  assert "malformed YAML" in capsys.readouterr().err
+
+
+def test_cli_run_report_and_list(tmp_path, capsys):
+  out = tmp_path / "exp"
+  assert cli.main(["run", str(TINY), "--smoke", "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert str(out / "report.md") in printed
+  assert cli.main(["report", str(out / "runs" / "gd"), str(out / "runs" /
+                                                           "momentum"),
+                   "--out", str(tmp_path / "cmp")]) == 0
+  assert (tmp_path / "cmp" / "report.md").exists()
+  assert cli.main(["list"]) == 0
+  assert "default" in capsys.readouterr().out
