@@ -1,0 +1,351 @@
+"""Markdown reports of run folders: one run, or several side by side.
+
+Contract: :func:`run_report` and :func:`compare` read run folders
+(:mod:`gdlab.results`), write their figures as PNG files (:mod:`gdlab.plots`)
+into a ``plots/`` folder and a ``report.md`` beside it that embeds them by
+relative links, so the folder can be moved, archived or browsed as it is.
+Both return the path of ``report.md`` and rewrite it whole (atomically) on
+every call.
+
+The final quantities of a run (:func:`summarize`) come from its
+``summary.json``, looked up at the top level and one level down (so a
+summary that groups them, e.g. under ``"final"``, works too), and otherwise
+from its metrics: the last epoch's record, the number of per-step rows.
+Tables are Markdown (:func:`format_table`): numbers to four significant
+digits, integers in full, missing values (None, NaN) as "–".
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from gdlab import plots
+from gdlab import results
+
+MISSING = "–"
+REPORT = "report.md"
+
+RUN_COLUMNS = (
+    ("name", "run"),
+    ("stop_reason", "stop reason"),
+    ("steps", "steps"),
+    ("grad_evals", "grad evals"),
+    ("train_loss", "final train loss"),
+    ("test_loss", "test loss"),
+    ("test_accuracy", "test accuracy"),
+    ("run_time", "wall time (s)"),
+    ("steps_per_second", "steps/s"),
+)
+SUMMARY_ROWS = (
+    ("stop_reason", "stop reason"),
+    ("steps", "steps"),
+    ("epochs", "epochs"),
+    ("grad_evals", "gradient evaluations"),
+    ("fun_evals", "function evaluations"),
+    ("train_loss", "final training loss"),
+    ("test_loss", "final test loss"),
+    ("train_accuracy", "final training accuracy"),
+    ("test_accuracy", "final test accuracy"),
+    ("compile_time", "compile time (s)"),
+    ("run_time", "run time (s)"),
+    ("steps_per_second", "steps/s"),
+)
+VERSION_KEYS = ("gdlab", "jax", "jaxlib", "python", "backend", "device",
+                "device_count", "git_commit")
+
+
+class Section(NamedTuple):
+  """An extra report section: a title, Markdown text and images to embed."""
+  title: str
+  markdown: str = ""
+  images: Sequence[str | os.PathLike] = ()
+
+
+def _missing(v: Any) -> bool:
+  return v is None or (isinstance(v, numbers.Real) and not isinstance(
+      v, (bool, np.bool_)) and math.isnan(float(v)))
+
+
+def format_value(v: Any, digits: int = 4) -> str:
+  """One table cell: see the module docstring."""
+  if isinstance(v, np.generic):
+    v = v.item()
+  if _missing(v):
+    return MISSING
+  if isinstance(v, bool):
+    return "yes" if v else "no"
+  if isinstance(v, numbers.Integral):
+    return str(int(v))
+  if isinstance(v, numbers.Real):
+    v = float(v)
+    if math.isinf(v):
+      return "inf" if v > 0 else "-inf"
+    if v.is_integer() and abs(v) < 1e15 and abs(v) >= 1:
+      return str(int(v))
+    return f"{v:.{digits}g}"
+  return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def format_table(rows: Sequence[Mapping[str, Any]],
+                 columns: Sequence[str | tuple[str, str]] | Mapping[str, str]
+                 | None = None, *, digits: int = 4) -> str:
+  """A Markdown table, one row per dict.
+
+  Args:
+    rows: the rows; a key a row lacks is a missing value.
+    columns: the keys to show, in order, as keys (the header is the key),
+      ``(key, header)`` pairs or a mapping ``key -> header`` (default: the
+      keys of the rows, in order of first appearance).
+    digits: significant digits of non-integral numbers.
+
+  Returns:
+    The table, without a trailing newline.  Columns whose values are all
+    numbers (or missing) are right-aligned.
+  """
+  if columns is None:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+  if isinstance(columns, Mapping):
+    columns = list(columns.items())
+  cols = [(c, c) if isinstance(c, str) else tuple(c) for c in columns]
+  cells = [[format_value(r.get(k), digits) for k, _ in cols] for r in rows]
+
+  def numeric(k):
+    vals = [r.get(k) for r in rows if not _missing(r.get(k))]
+    return bool(vals) and all(isinstance(v, numbers.Real) and not isinstance(
+        v, (bool, np.bool_)) for v in vals)
+
+  head = "| " + " | ".join(format_value(h) for _, h in cols) + " |"
+  rule = "|" + "|".join("---:" if numeric(k) else ":---" for k, _ in cols) + "|"
+  body = ["| " + " | ".join(c) + " |" for c in cells]
+  return "\n".join([head, rule] + body)
+
+
+def _lookup(summary: Mapping[str, Any], key: str) -> Any:
+  if summary.get(key) is not None:
+    return summary[key]
+  for v in summary.values():
+    if isinstance(v, Mapping) and v.get(key) is not None:
+      return v[key]
+  return None
+
+
+def _last(d: Mapping[str, np.ndarray], key: str) -> float | None:
+  if key in d and len(d[key]):
+    return float(d[key][-1])
+  return None
+
+
+def summarize(record: results.RunRecord) -> dict[str, Any]:
+  """A run's final quantities, by the keys of :data:`SUMMARY_ROWS`, + name."""
+  s, steps, epochs = record.summary or {}, record.steps, record.epochs
+  n = len(steps.get("loss", steps.get("step", ())))
+  fallback = {
+      "steps": n if n else None,
+      "epochs": _last(epochs, "epoch"),
+      "grad_evals": _last(epochs, "grad_evals") if "grad_evals" in epochs
+                    else (float(np.nansum(steps["grad_evals"]))
+                          if "grad_evals" in steps else None),
+      "fun_evals": _last(epochs, "fun_evals"),
+  }
+  out = {"name": record.name}
+  for key, _ in SUMMARY_ROWS:
+    v = _lookup(s, key)
+    if v is None and key == "epochs":
+      v = _lookup(s, "epoch")
+    out[key] = v if v is not None else fallback.get(key, _last(epochs, key))
+  if out["steps_per_second"] is None and out["steps"] and out["run_time"]:
+    out["steps_per_second"] = out["steps"] / out["run_time"]
+  return out
+
+
+def _has(records, y: str) -> bool:
+  for r in records:
+    for d in (r.steps, r.epochs):
+      if y in d and np.isfinite(np.asarray(d[y], float)).any():
+        return True
+  return False
+
+
+def _relative(path, start: Path) -> str:
+  return Path(os.path.relpath(Path(path).resolve(),
+                              Path(start).resolve())).as_posix()
+
+
+def _image(path, report_dir: Path, alt: str) -> str:
+  return f"![{alt}]({_relative(path, report_dir)})"
+
+
+def _figures(figs, report_dir: Path) -> list[str]:
+  out = []
+  for caption, path in figs:
+    out += [f"### {caption}", "", _image(path, report_dir, caption), ""]
+  return out
+
+
+def _function(config: Mapping[str, Any], function):
+  """The 2-D test function of a run: ``function``, or the one its config names.
+
+  The config names it as ``function: <name>`` at the top level or in a
+  section, whose other keys are taken as the function's options; a name or
+  options that :func:`gdlab.data.get_function` rejects give None (no surface
+  figure rather than the surface of another function).
+  """
+  from gdlab import data  # pylint: disable=g-import-not-at-top
+  if function is not None:
+    return data.get_function(function) if isinstance(function, str) \
+        else function
+  sections = [({"function": config.get("function")}, {})] + [
+      (v, {k: o for k, o in v.items() if k not in ("function", "name")})
+      for v in config.values() if isinstance(v, Mapping)]
+  for section, options in sections:
+    name = section.get("function")
+    if isinstance(name, str) and name in data.function_names():
+      try:
+        return data.get_function(name, **options)
+      except (TypeError, ValueError):
+        return None
+  return None
+
+
+def run_report(run_dir: str | os.PathLike, *, function=None) -> Path:
+  """Writes the figures and ``report.md`` of one run folder.
+
+  Figures (in ``plots/``): ``loss.png`` (loss per step), and where the run
+  has them ``loss_epochs.png`` (training and test loss per epoch),
+  ``accuracy.png``, ``step_size.png`` and, for a run with a trajectory on a
+  2-D test function, ``surface.png``.
+
+  Args:
+    run_dir: the run folder.
+    function: the 2-D test function of a trajectory (a ``Function2D`` or its
+      name); by default the one the config names, if any.
+
+  Returns:
+    The path of ``report.md``.
+  """
+  rec = results.load_run(run_dir)
+  out = rec.path / results.PLOTS
+  runs = {rec.name: rec}
+  figs = [("Loss per step", plots.loss_curves(
+      runs, out / "loss.png", x="step", y="loss",
+      title=f"{rec.name}: loss per step"))]
+  losses = [y for y in ("train_loss", "test_loss") if _has([rec], y)]
+  if losses:
+    figs.append(("Loss per epoch", plots.loss_curves(
+        runs, out / "loss_epochs.png", x="epoch", y=losses, ylabel="loss",
+        title=f"{rec.name}: loss per epoch")))
+  accuracies = [y for y in ("train_accuracy", "test_accuracy")
+                if _has([rec], y)]
+  if accuracies:
+    figs.append(("Accuracy per epoch", plots.loss_curves(
+        runs, out / "accuracy.png", x="epoch", y=accuracies, log_y=False,
+        ylabel="accuracy", title=f"{rec.name}: accuracy per epoch")))
+  if _has([rec], "step_size"):
+    figs.append(("Step size", plots.step_sizes(
+        runs, out / "step_size.png", title=f"{rec.name}: step size")))
+  fn = _function(rec.config, function) if rec.trajectory is not None else None
+  if fn is not None:
+    figs.append(("Path on the surface", plots.surface(
+        fn, {rec.name: rec.trajectory}, out / "surface.png")))
+
+  final = summarize(rec)
+  lines = [f"# Run report: {rec.name}", "",
+           format_table([{"quantity": label, "value": final[key]}
+                         for key, label in SUMMARY_ROWS],
+                        ["quantity", "value"]), "", "## Figures", ""]
+  lines += _figures(figs, rec.path)
+  versions = {k: _lookup(rec.summary, k) for k in VERSION_KEYS}
+  if any(v is not None for v in versions.values()):
+    lines += ["## Environment", "", format_table(
+        [{"component": k, "version": v} for k, v in versions.items()
+         if v is not None], ["component", "version"]), ""]
+  config = rec.path / results.CONFIG
+  if config.exists():
+    lines += ["## Configuration", "", "```yaml",
+              config.read_text().rstrip("\n"), "```", ""]
+  report = rec.path / REPORT
+  results.atomic_write(report, "\n".join(lines))
+  return report
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+  seen: dict[str, int] = {}
+  out = []
+  for n in names:
+    seen[n] = seen.get(n, 0) + 1
+    out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
+  return out
+
+
+def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
+            out_dir: str | os.PathLike, title: str | None = None, *,
+            extra_sections: Sequence[Section | tuple] = ()) -> Path:
+  """Writes overlaid figures and a comparison table of several runs.
+
+  Figures (in ``out_dir/plots/``): ``loss_steps.png``, ``loss_epochs.png``
+  (training loss, and test loss dashed where present), ``loss_grad_evals.png``,
+  ``loss_time.png`` (training loss against wall time), ``test_accuracy.png``
+  where a run has a test accuracy, and ``step_sizes.png``.
+
+  Args:
+    run_dirs: run folders (or records already loaded).
+    out_dir: where to write ``report.md`` and ``plots/``.
+    title: the report's title.
+    extra_sections: :class:`Section` records, or ``(title, markdown, images)``
+      tuples, appended after the standard figures; experiment-specific
+      analyses add their own figures this way.  Images are paths (absolute
+      or relative to the working directory), linked relative to ``out_dir``.
+
+  Returns:
+    The path of ``report.md``.
+  """
+  records = [r if isinstance(r, results.RunRecord) else results.load_run(r)
+             for r in run_dirs]
+  if not records:
+    raise ValueError("run_dirs: expected at least one run folder; got none.")
+  out_dir = Path(out_dir)
+  out = out_dir / results.PLOTS
+  runs = dict(zip(_unique([r.name for r in records]), records))
+  figs = [("Loss against steps", plots.loss_curves(
+      runs, out / "loss_steps.png", x="step", y="loss"))]
+  if _has(records, "train_loss"):
+    y = ("train_loss", "test_loss") if _has(records, "test_loss") \
+        else "train_loss"
+    figs.append(("Loss against epochs", plots.loss_curves(
+        runs, out / "loss_epochs.png", x="epoch", y=y, ylabel="loss")))
+  figs.append(("Loss against gradient evaluations", plots.loss_curves(
+      runs, out / "loss_grad_evals.png", x="grad_evals", y="loss")))
+  if _has(records, "time") and _has(records, "train_loss"):
+    figs.append(("Training loss against wall time", plots.loss_curves(
+        runs, out / "loss_time.png", x="time", y="train_loss")))
+  if _has(records, "test_accuracy"):
+    figs.append(("Test accuracy against epochs", plots.loss_curves(
+        runs, out / "test_accuracy.png", x="epoch", y="test_accuracy",
+        log_y=False)))
+  if _has(records, "step_size"):
+    figs.append(("Step sizes", plots.step_sizes(runs, out / "step_sizes.png")))
+
+  rows = [dict(summarize(r), name=n) for n, r in runs.items()]
+  lines = [f"# {title or f'Comparison of {len(records)} runs'}", "",
+           format_table(rows, RUN_COLUMNS), "", "## Figures", ""]
+  lines += _figures(figs, out_dir)
+  for sec in extra_sections:
+    sec = Section(*sec)
+    images = [sec.images] if isinstance(sec.images, (str, os.PathLike)) \
+        else sec.images
+    lines += [f"## {sec.title}", ""]
+    lines += [sec.markdown.rstrip("\n"), ""] if sec.markdown else []
+    lines += [x for p in images
+              for x in (_image(p, out_dir, Path(p).stem), "")]
+  lines += ["## Runs", ""] + [f"- {n}: `{_relative(r.path, out_dir)}`"
+                               for n, r in runs.items()] + [""]
+  report = out_dir / REPORT
+  results.atomic_write(report, "\n".join(lines))
+  return report
