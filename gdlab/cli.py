@@ -73,6 +73,8 @@ def _load(args):
   from gdlab import experiment  # pylint: disable=g-import-not-at-top
   exp = config_lib.load(experiment.find(args.config))
   sets = config_lib.parse_sets(args.set)
+  if getattr(args, "devices", None) is not None:
+    sets["train.devices"] = args.devices
   # Check the --set keys against the config now, before anything runs.
   config_lib.apply_overrides(exp.base, sets)
   return exp, sets
@@ -218,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
   add_config_args(p)
   p.add_argument("--resume", action="store_true",
                  help="continue an interrupted run in --out")
+  p.add_argument("--devices", type=int, metavar="N",
+                 help="train data-parallel over N devices (the batch is "
+                 "sharded; same as --set train.devices=N)")
   p.set_defaults(fn=_cmd_run)
 
   p = sub.add_parser(
@@ -244,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("demo", help="run the default experiment")
   p.set_defaults(fn=_cmd_run, config="default", set=None, out=None,
-                 smoke=False, resume=False)
+                 smoke=False, resume=False, devices=None)
   return parser
 
 

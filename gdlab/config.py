@@ -120,7 +120,11 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Regime, gradient engine, precision and stopping criteria."""
+  """Regime, gradient engine, precision, stopping criteria and devices.
+
+  ``devices``: train data-parallel over this many devices (the batch is
+  sharded along its records; see ``gdlab.parallel``); ``None`` for one.
+  """
   regime: str = "full_batch"
   batch_size: int | None = None
   remainder: str = "drop"
@@ -136,6 +140,7 @@ class TrainConfig:
   grad_tol: float | None = None
   divergence_factor: float | None = 1e6
   chunk_epochs: int | None = None
+  devices: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

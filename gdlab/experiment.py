@@ -34,6 +34,7 @@ from gdlab import data as data_lib
 from gdlab import loop
 from gdlab import models
 from gdlab import optim
+from gdlab import parallel
 from gdlab import results
 from gdlab import stopping
 from gdlab.losses import Penalty
@@ -332,6 +333,8 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
   regime = build_regime(cfg.train)
   record = is_function_problem(cfg)
   key = jax.random.PRNGKey(cfg.seed)
+  mesh = (parallel.data_mesh(cfg.train.devices)
+          if cfg.train.devices is not None else None)
 
   carry = history = None
   if resume:
@@ -373,11 +376,11 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
                       criteria=criteria, engine=cfg.train.engine,
                       chunk_epochs=cfg.train.chunk_epochs, carry=carry,
                       history=history, on_chunk=on_chunk, progress=progress,
-                      record_params=record)
+                      record_params=record, mesh=mesh)
   write_run(run_dir, cfg, result.history, result.carry)
   if plots:
     from gdlab import report  # pylint: disable=g-import-not-at-top
-    report.run_report(run_dir)
+    report.run_report(run_dir, function=dataset if record else None)
   return result
 
 

@@ -42,6 +42,7 @@ from gdlab import _checks
 from gdlab import stopping
 from gdlab import train
 from gdlab.data import batching
+from gdlab.parallel import Mesh, batch_constraint, shard_data
 from gdlab.objective import Objective
 
 Array = jax.Array
@@ -117,7 +118,8 @@ class Program(NamedTuple):
 
 def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
           n_train: int, engine: str = "autodiff", chunk_epochs: int = 1,
-          has_test: bool = False, record_params: bool = False) -> Program:
+          has_test: bool = False, record_params: bool = False,
+          mesh: Mesh | None = None) -> Program:
   """Builds the pure functions of a run.
 
   Args:
@@ -132,6 +134,9 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
     record_params: log the parameters ``x_k`` (flattened) of every step under
       the step metric ``"params"``: for small problems such as the 2-D test
       functions, whose trajectories are plotted.
+    mesh: a device mesh with a ``"data"`` axis for data parallelism: every
+      batch is sharded along its records over that axis (see
+      :func:`data_parallel`).
 
   Returns:
     A :class:`Program`.
@@ -139,6 +144,7 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
   batch = regime.size(n_train)
   steps_per_epoch = regime.steps_per_epoch(n_train)
   pad = regime.kind == "minibatch" and regime.remainder == "pad"
+  shard_batch = batch_constraint(mesh, regime, batch)
 
   def init(key: Array, params, hparams) -> Carry:
     _, optimizer = setup(hparams)
@@ -193,7 +199,7 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
       key, sub = jax.random.split(c.key)
       c = c._replace(key=key)
       if regime.kind == "full_batch":
-        c, m = one_step(c, (data.x_train, data.y_train))
+        c, m = one_step(c, shard_batch((data.x_train, data.y_train)))
         m = jax.tree_util.tree_map(lambda v: v[None], m)
       else:
         idx, mask = batching.epoch_batches(sub, n_train, batch,
@@ -203,7 +209,7 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
           i, w = im
           b = ((data.x_train[i], data.y_train[i], w.astype(dtype)) if pad
                else (data.x_train[i], data.y_train[i]))
-          return one_step(c, b)
+          return one_step(c, shard_batch(b))
 
         c, m = jax.lax.scan(body, c, (idx, mask))
       epoch = c.epoch + jnp.where(running_at_start, 1, 0)
@@ -351,7 +357,8 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
         carry: Carry | None = None, history: History | None = None,
         on_chunk: Callable[[Carry, History], None] | None = None,
         progress: bool | None = None,
-        record_params: bool = False) -> FitResult:
+        record_params: bool = False,
+        mesh: Mesh | None = None) -> FitResult:
   """Trains ``objective`` with ``optimizer``, compiled, until a criterion holds.
 
   Args:
@@ -369,6 +376,10 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
     on_chunk: called after every chunk with the carry and the history so far.
     progress: show a progress line (default: when stderr is a terminal).
     record_params: log every step's parameters (see :func:`build`).
+    mesh: a mesh with a ``"data"`` axis for data-parallel training
+      (``gdlab.parallel.data_mesh``): the training and test sets and every
+      batch are sharded along their records; parameters and optimizer state
+      are replicated, and XLA inserts the reductions.
 
   Returns:
     A :class:`FitResult`.  A run interrupted by ``KeyboardInterrupt`` between
@@ -385,7 +396,8 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
   program = build(lambda h: (objective, optimizer), regime, criteria,
                   n_train=n_train, engine=engine, chunk_epochs=chunk_epochs,
                   has_test=data.x_test is not None,
-                  record_params=record_params)
+                  record_params=record_params, mesh=mesh)
+  data = shard_data(data, mesh, regime)
   if carry is None:
     k_init, k_data = jax.random.split(key)
     if params is None:
