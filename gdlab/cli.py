@@ -86,7 +86,12 @@ def _default_out(kind: str, name: str) -> Path:
 
 
 def _cmd_run(args) -> int:
+  if getattr(args, "distributed", False):
+    from gdlab import distributed  # pylint: disable=g-import-not-at-top
+    distributed.initialize(args.coordinator, args.num_processes,
+                           args.process_id)
   from gdlab import experiment  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
   exp, sets = _load(args)
   out = Path(args.out) if args.out else _default_out("run", exp.name)
   if args.resume and not args.out:
@@ -99,6 +104,8 @@ def _cmd_run(args) -> int:
           f"continue with: gdlab run {args.config} --out {out} --resume",
           file=sys.stderr)
     return 130
+  if jax.process_index() != 0:
+    return 0
   print(f"results: {out}")
   print(f"report:  {out / 'report.md'}")
   print(f"plots:   {out / 'plots'}")
@@ -223,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--devices", type=int, metavar="N",
                  help="train data-parallel over N devices (the batch is "
                  "sharded; same as --set train.devices=N)")
+  p.add_argument("--distributed", action="store_true",
+                 help="run as one of several processes (jax.distributed); "
+                 "without the three flags below, JAX detects the cluster")
+  p.add_argument("--coordinator", metavar="HOST:PORT",
+                 help="address of process 0's coordination service")
+  p.add_argument("--num-processes", type=int, metavar="N")
+  p.add_argument("--process-id", type=int, metavar="I")
   p.set_defaults(fn=_cmd_run)
 
   p = sub.add_parser(
@@ -249,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("demo", help="run the default experiment")
   p.set_defaults(fn=_cmd_run, config="default", set=None, out=None,
-                 smoke=False, resume=False, devices=None)
+                 smoke=False, resume=False, devices=None, distributed=False)
   return parser
 
 

@@ -239,7 +239,7 @@ def sigterm_as_interrupt():
 
 def _write_checkpoint(run_dir: Path, carry: loop.Carry) -> None:
   results.atomic_write(run_dir / results.CHECKPOINT,
-                       serialization.to_bytes(jax.device_get(carry)))
+                       serialization.to_bytes(parallel.to_host(carry)))
 
 
 def _history_from_folder(run_dir: Path) -> loop.History:
@@ -333,8 +333,10 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
   regime = build_regime(cfg.train)
   record = is_function_problem(cfg)
   key = jax.random.PRNGKey(cfg.seed)
+  distributed = jax.process_count() > 1
+  writer = jax.process_index() == 0
   mesh = (parallel.data_mesh(cfg.train.devices)
-          if cfg.train.devices is not None else None)
+          if cfg.train.devices is not None or distributed else None)
 
   carry = history = None
   if resume:
@@ -353,22 +355,24 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
       history.stop_reason = stopping.reason_name(carry.stop.reason)
       return loop.FitResult(carry.params, carry.opt_state, history,
                             history.stop_reason, carry)
-  elif run_dir.exists() and (run_dir / results.SUMMARY).exists():
+  elif writer and run_dir.exists() and (run_dir / results.SUMMARY).exists():
     raise config_lib.ConfigError(
         f"--out: {str(run_dir)!r} already holds a run; choose another "
         f"folder, or pass --resume to continue it.")
 
-  run_dir.mkdir(parents=True, exist_ok=True)
-  results.atomic_write(run_dir / results.CONFIG, config_lib.dump(cfg))
-  if history is None:
-    results.write_metrics(run_dir, {}, {})
-  else:
-    write_run(run_dir, cfg, history, carry)
+  if writer:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results.atomic_write(run_dir / results.CONFIG, config_lib.dump(cfg))
+    if history is None:
+      results.write_metrics(run_dir, {}, {})
+    else:
+      write_run(run_dir, cfg, history, carry)
   written = [history.num_steps if history else 0,
              len(history.epochs["epoch"]) if history else 0]
 
   def on_chunk(c, h):
-    write_run(run_dir, cfg, h, c, written=tuple(written))
+    if writer:
+      write_run(run_dir, cfg, h, c, written=tuple(written))
     written[:] = [h.num_steps, len(h.epochs["epoch"])]
 
   with sigterm_as_interrupt():
@@ -377,7 +381,11 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
                       chunk_epochs=cfg.train.chunk_epochs, carry=carry,
                       history=history, on_chunk=on_chunk, progress=progress,
                       record_params=record, mesh=mesh)
-  write_run(run_dir, cfg, result.history, result.carry)
+  if not writer:
+    return result
+  write_run(run_dir, cfg, result.history, result.carry,
+            extra={"processes": jax.process_count(),
+                   "devices": int(mesh.size) if mesh is not None else 1})
   if plots:
     from gdlab import report  # pylint: disable=g-import-not-at-top
     report.run_report(run_dir, function=dataset if record else None)
@@ -430,7 +438,9 @@ def run_experiment(exp: config_lib.ExperimentConfig,
   from gdlab import analyses  # pylint: disable=g-import-not-at-top
   from gdlab import report  # pylint: disable=g-import-not-at-top
   out = Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
+  writer = jax.process_index() == 0
+  if writer:
+    out.mkdir(parents=True, exist_ok=True)
   run_dirs = []
   interrupted = False
   for cfg in resolve_runs(exp, smoke=smoke, sets=sets):
@@ -446,8 +456,9 @@ def run_experiment(exp: config_lib.ExperimentConfig,
     if result.stop_reason == "interrupted":
       interrupted = True
       break
-  extra = analyses.run(exp, out, run_dirs, smoke=smoke)
-  report.compare(run_dirs, out, title=exp.name, extra_sections=extra)
+  if writer:
+    extra = analyses.run(exp, out, run_dirs, smoke=smoke)
+    report.compare(run_dirs, out, title=exp.name, extra_sections=extra)
   if interrupted:
     raise KeyboardInterrupt
   return out

@@ -42,7 +42,8 @@ from gdlab import _checks
 from gdlab import stopping
 from gdlab import train
 from gdlab.data import batching
-from gdlab.parallel import Mesh, batch_constraint, shard_data
+from gdlab.parallel import (Mesh, batch_constraint, replicate, shard_data,
+                            to_host)
 from gdlab.objective import Objective
 
 Array = jax.Array
@@ -403,6 +404,7 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
     if params is None:
       params = objective.model.init(k_init)
     carry = program.init(k_data, params, {})
+  carry = replicate(carry, mesh)
   history = history or empty_history()
 
   t0 = time.perf_counter()
@@ -415,13 +417,13 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
     while stop_reason == "running":
       t0 = time.perf_counter()
       new_carry, epochs, steps = compiled(carry, data, {})
-      epochs, steps = jax.device_get((epochs, steps))
+      epochs, steps = to_host((epochs, steps))
       t1 = time.perf_counter()
       start = history.run_time
       history.run_time += t1 - t0
       history = append_chunk(history, epochs, steps, start, history.run_time)
       carry = new_carry
-      stop_reason = stopping.reason_name(carry.stop.reason)
+      stop_reason = stopping.reason_name(to_host(carry.stop.reason))
       history.stop_reason = stop_reason
       if history.epochs["epoch"].size:
         bar.update(int(history.epochs["epoch"][-1]), history.num_steps,

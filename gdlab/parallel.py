@@ -72,8 +72,20 @@ def batch_constraint(mesh: Mesh | None, regime, batch_size: int):
       lambda a: jax.lax.with_sharding_constraint(a, sharding), batch)
 
 
+def _global(a, sharding: NamedSharding):
+  """A global array from a host array that every process holds whole.
+
+  Each process only places (and keeps) the parts that live on its own
+  devices, so a sharded array costs each process its shard alone.
+  """
+  host = np.asarray(a)
+  return jax.make_array_from_callback(host.shape, sharding,
+                                      lambda index: host[index])
+
+
 def shard_data(data, mesh: Mesh | None, regime=None):
   """Places a ``loop.Data`` on the mesh: records sharded where they divide."""
+  del regime
   if mesh is None:
     return data
   n = _size(mesh)
@@ -83,5 +95,36 @@ def shard_data(data, mesh: Mesh | None, regime=None):
       return None
     spec = PartitionSpec(DATA_AXIS) if a.shape[0] % n == 0 else \
         PartitionSpec()
-    return jax.device_put(a, NamedSharding(mesh, spec))
+    sharding = NamedSharding(mesh, spec)
+    if jax.process_count() == 1:
+      return jax.device_put(a, sharding)
+    return _global(a, sharding)
   return type(data)(*(place(a) for a in data))
+
+
+def replicate(tree, mesh: Mesh | None):
+  """Replicates a pytree of arrays over the mesh (parameters, state)."""
+  if mesh is None:
+    return tree
+  sharding = NamedSharding(mesh, PartitionSpec())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree_util.tree_map(
+      lambda a: _global(jax.device_get(a), sharding), tree)
+
+
+def to_host(tree):
+  """NumPy copies of a pytree of arrays, also of arrays spread over processes.
+
+  An array that is not fully addressable from this process must be
+  replicated (as parameters, optimizer state and logged metrics are in a
+  data-parallel run): its local copy is the whole value.
+  """
+  def get(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      if not a.sharding.is_fully_replicated:
+        raise ValueError("to_host: an array sharded over several processes "
+                         "has no whole copy on this one.")
+      return np.asarray(a.addressable_data(0))
+    return jax.device_get(a)
+  return jax.tree_util.tree_map(get, tree)
