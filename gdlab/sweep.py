@@ -33,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gdlab import config as config_lib
 from gdlab import experiment
 from gdlab import loop
+from gdlab import parallel
 from gdlab import results
 from gdlab import stopping
 
@@ -99,10 +100,16 @@ def group(runs: list[tuple[config_lib.RunConfig, dict]],
   return list(groups.values())
 
 
-def _mesh(n_runs: int):
+def _mesh(n_runs: int, n_data: int) -> tuple[Mesh, int]:
+  """A ("runs", "data") mesh: configurations x data-parallel devices."""
   devices = jax.devices()
-  n = min(len(devices), n_runs)
-  return Mesh(np.array(devices[:n]), ("runs",)), n
+  if n_data > len(devices):
+    raise config_lib.ConfigError(
+        f"train.devices: asked for {n_data} data-parallel devices; "
+        f"{len(devices)} are available.")
+  n = max(1, min(len(devices) // n_data, n_runs))
+  grid = np.array(devices[:n * n_data]).reshape(n, n_data)
+  return Mesh(grid, ("runs", parallel.DATA_AXIS)), n
 
 
 def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
@@ -126,13 +133,16 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
   chunk = base.train.chunk_epochs or loop.default_chunk_epochs(
       criteria.max_epochs, regime.steps_per_epoch(n_train))
   record = experiment.is_function_problem(base)
+  # Runs are spread over the "runs" axis of the mesh; with train.devices set,
+  # each run is also data parallel over the "data" axis.
+  mesh, n_dev = _mesh(len(cfgs), base.train.devices or 1)
   program = loop.build(setup, regime, criteria, n_train=n_train,
                        engine=base.train.engine, chunk_epochs=chunk,
-                       has_test=data.x_test is not None, record_params=record)
+                       has_test=data.x_test is not None, record_params=record,
+                       mesh=mesh if base.train.devices else None)
 
-  # Pad the batch of runs to a multiple of the device count; padding repeats
+  # Pad the batch of runs to a multiple of the "runs" axis; padding repeats
   # the last run and is dropped.
-  mesh, n_dev = _mesh(len(cfgs))
   n_pad = (-len(cfgs)) % n_dev
   padded = cfgs + [cfgs[-1]] * n_pad
   hparams = {k: jnp.asarray([_get(c, k) for c in padded], float_dtype)
@@ -147,14 +157,15 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
     return program.init(k_data, params, h)
 
   shard = NamedSharding(mesh, PartitionSpec("runs"))
-  replicated = NamedSharding(mesh, PartitionSpec())
   seeds, hparams = jax.device_put((seeds, hparams), shard)
-  data = jax.device_put(data, replicated)
+  data = parallel.shard_data(data, mesh)
+  data_sharding = jax.tree_util.tree_map(lambda a: a.sharding, data)
   carry = jax.jit(jax.vmap(init_one), out_shardings=shard)(seeds, hparams)
 
   t0 = time.perf_counter()
-  chunk_fn = jax.jit(jax.vmap(program.run_chunk, in_axes=(0, None, 0)),
-                     in_shardings=(shard, replicated, shard),
+  chunk_fn = jax.jit(jax.vmap(program.run_chunk, in_axes=(0, None, 0),
+                              spmd_axis_name="runs"),
+                     in_shardings=(shard, data_sharding, shard),
                      out_shardings=shard)
   compiled = chunk_fn.lower(carry, data, hparams).compile()
   compile_time = time.perf_counter() - t0
@@ -183,7 +194,8 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
     carry_i = jax.tree_util.tree_map(lambda v: v[i], carry)
     run_dir = out_dir / "runs" / cfg.name
     experiment.write_run(run_dir, cfg, h, carry_i, extra={
-        "sweep_group_size": len(cfgs), "sweep_devices": n_dev})
+        "sweep_group_size": len(cfgs), "sweep_devices": int(mesh.size),
+        "sweep_mesh": dict(mesh.shape)})
     run_dirs.append(run_dir)
   return run_dirs
 

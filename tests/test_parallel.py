@@ -76,3 +76,38 @@ def test_data_parallel_matches_one_device():
                        text=True, env=env, timeout=300)
   assert out.returncode == 0, out.stdout + out.stderr
   assert "all ok" in out.stdout
+
+
+SWEEP_SCRIPT = textwrap.dedent('''
+    import pathlib, sys
+    import numpy as np
+    from gdlab import config, experiment, results, sweep
+    out = pathlib.Path(sys.argv[1])
+    exp = config.load(sys.argv[2])
+    sets = {"train.devices": 2, "data.n": 80, "train.dtype": "float64",
+            "train.max_epochs": 5}
+    sweep.run_sweep(exp, out / "sweep", sets=sets, report=False)
+    base = experiment.resolve_runs(exp, variants=False, sets=sets)[0]
+    for entry in __import__("json").loads(
+        (out / "sweep" / "sweep.json").read_text())["runs"]:
+      rec = results.load_run(out / "sweep" / "runs" / entry["name"])
+      # 4 runs x 2-way data parallelism on 4 devices: a 2 x 2 mesh.
+      assert rec.summary["sweep_mesh"] == {"runs": 2, "data": 2}, rec.summary
+      cfg = config.apply_overrides(base, entry["point"])
+      alone = experiment.run(cfg, out / "alone" / entry["name"], plots=False)
+      np.testing.assert_allclose(rec.steps["loss"],
+                                 alone.history.steps["loss"], rtol=1e-12)
+    print("all ok")
+''')
+
+
+def test_sweep_over_a_two_axis_mesh(tmp_path):
+  """Configurations x data: a sweep of data-parallel runs uses every device."""
+  env = dict(os.environ,
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  tiny = os.path.join(os.path.dirname(__file__), "configs", "tiny.yaml")
+  out = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT, str(tmp_path),
+                        tiny], capture_output=True, text=True, env=env,
+                       timeout=300)
+  assert out.returncode == 0, out.stdout + out.stderr
+  assert "all ok" in out.stdout
