@@ -2,7 +2,8 @@
 
 Every subcommand calls a public function of gdlab, so the same work can be done
 from a script or a notebook.  Bad input ends with exit code 2 and one line on
-standard error that says what is wrong and what is allowed.
+standard error that says what is wrong and what is allowed (``GDLAB_DEBUG=1``
+shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -278,6 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     return args.fn(args)
   except (UsageError, ConfigError, ValueError, TypeError) as e:
+    # gdlab reports bad input as ValueError/TypeError naming the argument;
+    # GDLAB_DEBUG=1 shows the traceback instead.
+    if os.environ.get("GDLAB_DEBUG"):
+      raise
     print(f"gdlab {args.command}: error: {e}", file=sys.stderr)
     return 2
 

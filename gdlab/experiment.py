@@ -205,11 +205,9 @@ def build_optimizer(o: config_lib.OptimizerConfig):
 
 
 def build_criteria(t: config_lib.TrainConfig) -> stopping.Criteria:
-  return stopping.Criteria(
-      max_epochs=t.max_epochs, max_steps=t.max_steps,
-      max_grad_evals=t.max_grad_evals, loss_tol=t.loss_tol,
-      rel_tol=t.rel_tol, patience=t.patience, param_tol=t.param_tol,
-      grad_tol=t.grad_tol, divergence_factor=t.divergence_factor)
+  """The stopping criteria: the train section's fields of the same names."""
+  return stopping.Criteria(**{f.name: getattr(t, f.name) for f in
+                              dataclasses.fields(stopping.Criteria)})
 
 
 def build_regime(t: config_lib.TrainConfig) -> loop.Regime:

@@ -94,6 +94,20 @@ class Data(NamedTuple):
   y_test: Array | None = None
 
 
+def as_data(data) -> Data:
+  """A :class:`Data` from a ``Data``, a ``gdlab.data.Dataset`` or a tuple."""
+  if isinstance(data, Data):
+    return data
+  if hasattr(data, "x_train"):
+    return Data(data.x_train, data.y_train, getattr(data, "x_test", None),
+                getattr(data, "y_test", None))
+  if isinstance(data, (tuple, list)) and len(data) in (2, 4):
+    return Data(*data)
+  raise TypeError("data: expected a gdlab.data.Dataset, a loop.Data or a "
+                  "tuple (x_train, y_train[, x_test, y_test]); got "
+                  f"{type(data).__name__}.")
+
+
 class Carry(NamedTuple):
   """Everything a run carries from step to step (what a checkpoint holds)."""
   params: Any
@@ -365,7 +379,8 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
   Args:
     objective: model, loss, reduction and penalty.
     optimizer: any optax transformation.
-    data: a :class:`Data` or ``(x_train, y_train[, x_test, y_test])``.
+    data: a ``gdlab.data.Dataset``, a :class:`Data` or
+      ``(x_train, y_train[, x_test, y_test])``.
     key: the run's ``jax.random`` key; it is split into the initialisation
       key and the shuffling key, so the same key gives the same run.
     regime: a :class:`Regime` or the name of one without a batch size.
@@ -389,7 +404,7 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
   """
   regime = Regime(regime) if isinstance(regime, str) else regime
   criteria = criteria or stopping.Criteria()
-  data = data if isinstance(data, Data) else Data(*data)
+  data = as_data(data)
   n_train = int(data.x_train.shape[0])
   steps_per_epoch = regime.steps_per_epoch(n_train)
   chunk_epochs = chunk_epochs or default_chunk_epochs(criteria.max_epochs,
