@@ -1,0 +1,284 @@
+"""Training throughput: an MLP 784-512-512-10, mini-batch SGD, float32.
+
+Same synthetic data (Gaussian inputs, labels from a random linear teacher),
+same model (relu, He initialisation), same loss (softmax cross-entropy, mean
+over the batch), same step size, float32 everywhere.  Cases, per batch size:
+
+* ``gdlab.fit``: gdlab's compiled training loop with ``Regime("minibatch",
+  B)``, one epoch per timed call (what :func:`gdlab.fit` runs per chunk: the
+  compiled chunk and the read-back of its metrics).  Per step it also
+  gathers the shuffled batch on device, computes the step metrics (loss,
+  gradient and update norms), checks the stopping criteria and skips the step
+  once stopped; per epoch it reshuffles and evaluates the loss and accuracy on
+  the whole training set.
+* ``gdlab.make_step, Python loop``: gdlab's jitted step (with its metrics)
+  called once per batch from Python.
+* ``jax.grad + optax.sgd, Python loop``: the jitted step a JAX user writes.
+* ``jax.grad + optax.sgd, lax.scan``: the same step scanned over one epoch
+  inside one jitted call, reshuffled on device each epoch (one gather of the
+  epoch's batches); nothing else.
+* ``torch eager``: ``torch.nn`` layers, ``torch.optim.SGD``, one
+  ``zero_grad/forward/backward/step`` per batch.
+
+The Python loops iterate over batches already cut and on the device.  Steps
+per second are the median over alternating repeats; GFLOP/s counts the
+matrix products of one step, ``2 B (3 S - n_0 n_1)`` for
+``S = sum_l n_{l-1} n_l`` (forward, weight gradients and input gradients of
+every layer but the first), against the float32 matrix-multiply rate measured
+in the same process (:func:`benchmarks.common.matmul_peak`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import gdlab
+from gdlab import loop
+from benchmarks import common
+
+LEARNING_RATE = 0.01
+SIZES = {
+    # n_train, hidden sizes, batch sizes, repeats
+    "tiny": dict(n=256, hidden=(32, 32), batches=(32, 128), repeats=2),
+    "full": dict(n=8192, hidden=(512, 512), batches=(32, 128), repeats=7),
+}
+FIT = "gdlab.fit (minibatch regime)"
+MAKE_STEP = "gdlab.make_step, Python loop"
+HAND_LOOP = "jax.grad + optax.sgd, Python loop"
+HAND_SCAN = "jax.grad + optax.sgd, lax.scan"
+TORCH = "torch eager (torch.optim.SGD)"
+EVAL = "gdlab per-epoch evaluation alone"
+
+
+def synthetic(n: int, d: int = 784, k: int = 10, seed: int = 0):
+  """Gaussian inputs and the labels of a random linear teacher (float32)."""
+  kx, kw = jax.random.split(jax.random.PRNGKey(seed))
+  x = jax.random.normal(kx, (n, d), jnp.float32)
+  w = jax.random.normal(kw, (d, k), jnp.float32)
+  y = jnp.argmax(x @ w, axis=1).astype(jnp.int32)
+  return x, y
+
+
+def step_flops(sizes: tuple[int, ...], batch: int) -> int:
+  s = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+  return 2 * batch * (3 * s - sizes[0] * sizes[1])
+
+
+def hand_loss(params, x, y):
+  """The MLP and loss as a JAX user writes them (same tree as gdlab's)."""
+  h = x
+  n = len(params["w"])
+  for i, (w, b) in enumerate(zip(params["w"], params["b"])):
+    h = h @ w + b
+    if i < n - 1:
+      h = jax.nn.relu(h)
+  return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
+
+
+def hand_step(optimizer):
+  def step(params, state, x, y):
+    grads = jax.grad(hand_loss)(params, x, y)
+    updates, state = optimizer.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+  return step
+
+
+def hand_scan_epoch(optimizer, n: int, batch: int):
+  """One epoch: reshuffle, gather the epoch's batches, scan the step."""
+  step = hand_step(optimizer)
+  num = n // batch
+
+  def epoch(params, state, key, x, y):
+    idx = jax.random.permutation(key, n)[:num * batch].reshape(num, batch)
+    def body(carry, b):
+      return step(*carry, *b), None
+    return jax.lax.scan(body, (params, state), (x[idx], y[idx]))[0]
+  return epoch
+
+
+def torch_case(torch, sizes, params, batches, lr):
+  """A torch model with gdlab's initial weights, and one epoch of SGD."""
+  layers = []
+  for i, (w, b) in enumerate(zip(params["w"], params["b"])):
+    lin = torch.nn.Linear(w.shape[0], w.shape[1])
+    with torch.no_grad():
+      lin.weight.copy_(torch.from_numpy(np.array(w).T))
+      lin.bias.copy_(torch.from_numpy(np.array(b)))
+    layers.append(lin)
+    if i < len(sizes) - 2:
+      layers.append(torch.nn.ReLU())
+  model = torch.nn.Sequential(*layers)
+  opt = torch.optim.SGD(model.parameters(), lr=lr)
+  tb = [(torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)).long())
+        for x, y in batches]
+  loss_fn = torch.nn.functional.cross_entropy
+
+  def one_step(xb, yb):
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(xb), yb)
+    loss.backward()
+    opt.step()
+    return loss
+
+  def epoch():
+    for xb, yb in tb:
+      one_step(xb, yb)
+
+  return epoch, lambda: one_step(*tb[0])
+
+
+def run(size: str = "full") -> common.Report:
+  cfg = SIZES[size]
+  torch = common.optional("torch")
+  report = common.Report(
+      "throughput", "MLP 784-512-512-10 training throughput, SGD, float32"
+      if size == "full" else "MLP training throughput (tiny size)",
+      ["batch", "steps_per_s", "gflops", "pct_of_peak", "vs_scan",
+       "s_per_epoch", "spread"])
+  peak = common.matmul_peak(size)
+  n = cfg["n"]
+  sizes = (784, *cfg["hidden"], 10)
+  report.setup = {"n_train": n, "sizes": sizes, "learning_rate":
+                  LEARNING_RATE, "dtype": "float32", "epochs_per_call": 1,
+                  "repeats": cfg["repeats"], "matmul_peak": peak}
+  x, y = synthetic(n)
+  model = gdlab.mlp(sizes, activation="relu", init_scheme="he",
+                    dtype=jnp.float32)
+  objective = gdlab.Objective(model, "softmax_cross_entropy", "mean")
+  params = model.init(jax.random.PRNGKey(1))
+  optimizer = optax.sgd(LEARNING_RATE)
+  opt_state = optimizer.init(params)
+  data = loop.Data(x, y)
+  if torch is None:
+    report.notes.append(common.skipped_note("torch eager", "torch"))
+  else:
+    torch.manual_seed(0)
+    report.setup["torch_threads"] = torch.get_num_threads()
+
+  for batch in cfg["batches"]:
+    num = n // batch
+    flops = step_flops(sizes, batch)
+    perm = np.random.default_rng(batch).permutation(n)[:num * batch]
+    batches = [(x[i], y[i]) for i in perm.reshape(num, batch)]
+    cases, first = {}, {}
+
+    # gdlab.fit's compiled chunk, one epoch per call, as fit calls it.
+    jax.clear_caches()
+    regime = gdlab.Regime("minibatch", batch)
+    criteria = gdlab.Criteria(max_epochs=10**6)
+    program = loop.build(lambda h: (objective, optimizer), regime, criteria,
+                         n_train=n, chunk_epochs=1)
+    carry0 = program.init(jax.random.PRNGKey(2), params, {})
+
+    fit_state: dict[str, Any] = {"carry": carry0}
+
+    def fit_first():
+      fit_state["compiled"] = jax.jit(program.run_chunk).lower(
+          carry0, data, {}).compile()
+      jax.device_get(fit_state["compiled"](carry0, data, {})[1:])
+    first[FIT] = common.first_call(fit_first)
+
+    def fit_epoch():
+      carry, epochs, steps = fit_state["compiled"](fit_state["carry"], data,
+                                                   {})
+      jax.device_get((epochs, steps))
+      fit_state["carry"] = carry
+    cases[FIT] = fit_epoch
+
+    # gdlab.make_step from Python.
+    gstep = gdlab.make_step(objective, optimizer)
+    first[MAKE_STEP] = common.first_call(
+        lambda: jax.block_until_ready(gstep(params, opt_state, batches[0])))
+
+    def make_step_epoch():
+      p, s = params, opt_state
+      for b in batches:
+        p, s, _ = gstep(p, s, b)
+      jax.block_until_ready(p)
+    cases[MAKE_STEP] = make_step_epoch
+
+    # The hand-written step from Python.
+    hstep = jax.jit(hand_step(optimizer))
+    first[HAND_LOOP] = common.first_call(
+        lambda: jax.block_until_ready(hstep(params, opt_state, *batches[0])))
+
+    def hand_loop_epoch():
+      p, s = params, opt_state
+      for b in batches:
+        p, s = hstep(p, s, *b)
+      jax.block_until_ready(p)
+    cases[HAND_LOOP] = hand_loop_epoch
+
+    # The hand-written step inside lax.scan.
+    hscan = jax.jit(hand_scan_epoch(optimizer, n, batch))
+    keys = iter(jax.random.split(jax.random.PRNGKey(3), 10_000))
+    first[HAND_SCAN] = common.first_call(
+        lambda: jax.block_until_ready(hscan(params, opt_state, next(keys), x,
+                                            y)))
+    cases[HAND_SCAN] = lambda: jax.block_until_ready(
+        hscan(params, opt_state, next(keys), x, y))
+
+    if torch is not None:
+      torch_epoch, torch_one = torch_case(torch, sizes, params, batches,
+                                          LEARNING_RATE)
+      first[TORCH] = common.first_call(torch_one)
+      cases[TORCH] = torch_epoch
+
+    # What the per-epoch evaluation of gdlab.fit costs by itself.
+    metrics = jax.jit(objective.metrics)
+    cases[EVAL] = lambda: jax.block_until_ready(metrics(params, x, y))
+
+    timings = common.alternate(cases, cfg["repeats"], warmup=1)
+    rate = {k: num / t.median for k, t in timings.items() if k != EVAL}
+    for name, t in timings.items():
+      if name == EVAL:
+        share = t.median / timings[FIT].median
+        report.rows.append({"case": name, "batch": batch,
+                            "steps_per_s": None, "spread": t.spread,
+                            "s_per_epoch": t.median})
+        report.notes.append(
+            f"batch {batch}: the per-epoch evaluation (loss and accuracy on "
+            f"all {n} training records) takes {t.median * 1e3:.1f} ms, "
+            f"{100 * share:.0f}% of a gdlab.fit epoch.")
+        continue
+      gflops = rate[name] * flops / 1e9
+      report.rows.append({
+          "case": name, "batch": batch, "steps_per_s": rate[name],
+          "gflops": gflops, "pct_of_peak": 100 * gflops / peak["gflops"],
+          "vs_scan": rate[name] / rate[HAND_SCAN], "spread": t.spread,
+          "s_per_epoch": t.median})
+    for name, s in first.items():
+      report.compile.append({"case": f"{name}, batch {batch}",
+                             "first_step_s": s})
+
+    fit_ratio = rate[FIT] / rate[HAND_SCAN]
+    report.target(f"gdlab.fit / hand lax.scan, batch {batch}", fit_ratio,
+                  ">= 0.95", fit_ratio >= 0.95)
+    step_ratio = rate[MAKE_STEP] / rate[HAND_LOOP]
+    report.target(f"gdlab.make_step / hand jit step (Python loops), batch "
+                  f"{batch}", step_ratio, ">= 0.95", step_ratio >= 0.95)
+    if batch == 32:
+      if TORCH in rate:
+        r = rate[FIT] / rate[TORCH]
+        report.target("gdlab.fit / torch eager, batch 32", r, ">= 1.3",
+                      r >= 1.3)
+      else:
+        report.target("gdlab.fit / torch eager, batch 32", None, ">= 1.3",
+                      None)
+    if batch == 128:
+      pct = rate[FIT] * flops / 1e9 / peak["gflops"]
+      report.target("gdlab.fit share of matmul peak, batch 128", pct,
+                    ">= 0.80", pct >= 0.80)
+  report.notes.append(
+      f"float32 matrix-multiply peak measured in this run: "
+      f"{peak['gflops']:.1f} GFLOP/s (XLA, {peak['n']}x{peak['n']}).")
+  return report
+
+
+if __name__ == "__main__":
+  raise SystemExit(common.main(run))
