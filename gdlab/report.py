@@ -290,7 +290,8 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   """Writes overlaid figures and a comparison table of several runs.
 
   Figures (in ``out_dir/plots/``): ``loss_steps.png``, ``loss_epochs.png``
-  (training loss, and test loss dashed where present), ``loss_grad_evals.png``,
+  (training loss, and test loss dashed where present), ``loss_grad_evals.png``
+  (the training-set loss logged per epoch, else the per-step loss),
   ``loss_time.png`` (training loss against wall time), ``test_accuracy.png``
   where a run has a test accuracy, and ``step_sizes.png``.
 
@@ -320,8 +321,15 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
         else "train_loss"
     figs.append(("Loss against epochs", plots.loss_curves(
         runs, out / "loss_epochs.png", x="epoch", y=y, ylabel="loss")))
-  figs.append(("Loss against gradient evaluations", plots.loss_curves(
-      runs, out / "loss_grad_evals.png", x="grad_evals", y="loss")))
+  # Against gradient evaluations, the loss on the whole training set (logged
+  # per epoch) compares runs fairly; a stochastic run's per-step loss is the
+  # loss of its batch alone.
+  per_epoch = _has(records, "train_loss")
+  figs.append((
+      "Training loss against gradient evaluations" if per_epoch else
+      "Loss against gradient evaluations",
+      plots.loss_curves(runs, out / "loss_grad_evals.png", x="grad_evals",
+                        y="train_loss" if per_epoch else "loss")))
   if _has(records, "time") and _has(records, "train_loss"):
     figs.append(("Training loss against wall time", plots.loss_curves(
         runs, out / "loss_time.png", x="time", y="train_loss")))
