@@ -124,6 +124,9 @@ class TrainConfig:
 
   ``devices``: train data-parallel over this many devices (the batch is
   sharded along its records; see ``gdlab.parallel``); ``None`` for one.
+  ``eval_every``: evaluate on the whole training and test sets every this
+  many epochs.  ``step_metrics``: ``all`` logs each step's gradient and
+  update norms, ``loss`` skips them for speed (see ``gdlab.loop.build``).
   """
   regime: str = "full_batch"
   batch_size: int | None = None
@@ -141,6 +144,8 @@ class TrainConfig:
   divergence_factor: float | None = 1e6
   chunk_epochs: int | None = None
   devices: int | None = None
+  eval_every: int = 1
+  step_metrics: str = "all"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -343,7 +343,8 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
           f"--resume: no checkpoint in {str(run_dir)!r} to resume from.")
     n_train = int(data.x_train.shape[0])
     program = loop.build(lambda h: (objective, optimizer), regime, criteria,
-                         n_train=n_train)
+                         n_train=n_train,
+                         step_metrics=cfg.train.step_metrics)
     k_init, k_data = jax.random.split(key)
     template = program.init(k_data, objective.model.init(k_init), {})
     carry = serialization.from_bytes(
@@ -378,7 +379,9 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
                       criteria=criteria, engine=cfg.train.engine,
                       chunk_epochs=cfg.train.chunk_epochs, carry=carry,
                       history=history, on_chunk=on_chunk, progress=progress,
-                      record_params=record, mesh=mesh)
+                      record_params=record, mesh=mesh,
+                      eval_every=cfg.train.eval_every,
+                      step_metrics=cfg.train.step_metrics)
   if not writer:
     return result
   write_run(run_dir, cfg, result.history, result.carry,

@@ -51,6 +51,7 @@ REGIMES = ("full_batch", "sgd", "minibatch")
 STEP_METRICS = ("loss", "grad_norm", "update_norm", "step_size", "fun_evals",
                 "grad_evals")
 EPOCH_METRICS = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
+STEP_METRIC_CHOICES = ("all", "loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +135,8 @@ class Program(NamedTuple):
 def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
           n_train: int, engine: str = "autodiff", chunk_epochs: int = 1,
           has_test: bool = False, record_params: bool = False,
-          mesh: Mesh | None = None) -> Program:
+          mesh: Mesh | None = None, eval_every: int = 1,
+          step_metrics: str = "all") -> Program:
   """Builds the pure functions of a run.
 
   Args:
@@ -151,7 +153,14 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
       functions, whose trajectories are plotted.
     mesh: a device mesh with a ``"data"`` axis for data parallelism: every
       batch is sharded along its records over that axis (see
-      :func:`data_parallel`).
+      ``gdlab.parallel``).
+    eval_every: evaluate the loss and accuracy on the whole training and test
+      sets every this many epochs (and at the last one); the other epochs log
+      NaN.  The evaluation is a forward pass over the data sets, a fifth of
+      a mini-batch epoch's time or more.
+    step_metrics: ``"all"`` logs the gradient and update norms of every
+      step; ``"loss"`` skips them (NaN) unless a stopping criterion needs
+      them, which saves two passes over the parameters per step.
 
   Returns:
     A :class:`Program`.
@@ -160,6 +169,9 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
   steps_per_epoch = regime.steps_per_epoch(n_train)
   pad = regime.kind == "minibatch" and regime.remainder == "pad"
   shard_batch = batch_constraint(mesh, regime, batch)
+  _checks.check_choice("step_metrics", step_metrics, STEP_METRIC_CHOICES)
+  _checks.check_positive_int("eval_every", eval_every)
+  norms = step_metrics == "all" or criteria.needs_norms
 
   def init(key: Array, params, hparams) -> Carry:
     _, optimizer = setup(hparams)
@@ -174,7 +186,8 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
 
   def run_chunk(carry: Carry, data: Data, hparams):
     objective, optimizer = setup(hparams)
-    step_fn = train.make_step(objective, optimizer, engine, jit=False)
+    step_fn = train.make_step(objective, optimizer, engine, jit=False,
+                              norms=norms)
     dtype = jax.tree_util.tree_leaves(carry.params)[0].dtype
 
     def one_step(c: Carry, batch_data):
@@ -185,9 +198,16 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
         fun_evals = c.fun_evals + m["fun_evals"]
         grad_evals = c.grad_evals + m["grad_evals"]
         diverged, stop = stopping.check(
-            criteria, c.stop, loss=m["loss"], grad_norm=m["grad_norm"],
-            update_norm=m["update_norm"],
-            new_params_finite=stopping.all_finite(new_params), steps=steps,
+            criteria, c.stop, loss=m["loss"],
+            grad_norm=m["grad_norm"] if norms else None,
+            update_norm=m["update_norm"] if norms else None,
+            # With the norms at hand, a finite update of finite parameters
+            # gives finite parameters (short of overflowing the float range,
+            # which the growth test catches long before); without them, the
+            # new parameters are checked directly.
+            new_params_finite=(jnp.isfinite(m["update_norm"]) if norms
+                               else stopping.all_finite(new_params)),
+            steps=steps,
             grad_evals=grad_evals)
         keep = lambda new, old: jax.tree_util.tree_map(
             lambda a, b: jnp.where(diverged, b, a), new, old)
@@ -233,13 +253,27 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
           (epoch >= criteria.max_epochs),
           jnp.int32(stopping.CODES["max_epochs"]), c.stop.reason)
       c = c._replace(epoch=epoch, stop=c.stop._replace(reason=reason))
-      train_loss, train_acc = objective.metrics(c.params, data.x_train,
-                                                data.y_train)
-      if has_test:
-        test_loss, test_acc = objective.metrics(c.params, data.x_test,
-                                                data.y_test)
+
+      def evaluate(params):
+        train_loss, train_acc = objective.metrics(params, data.x_train,
+                                                  data.y_train)
+        if has_test:
+          test_loss, test_acc = objective.metrics(params, data.x_test,
+                                                  data.y_test)
+        else:
+          test_loss = test_acc = jnp.full((), jnp.nan, dtype)
+        return tuple(jnp.asarray(v, dtype) for v in
+                     (train_loss, test_loss, train_acc, test_acc))
+
+      if eval_every == 1:
+        evaluated = evaluate(c.params)
       else:
-        test_loss = test_acc = jnp.full((), jnp.nan, dtype)
+        due = (epoch % eval_every == 0) | (reason != stopping.RUNNING)
+        evaluated = jax.lax.cond(
+            due, evaluate,
+            lambda p: tuple(jnp.full((), jnp.nan, dtype) for _ in range(4)),
+            c.params)
+      train_loss, test_loss, train_acc, test_acc = evaluated
       e = {"train_loss": train_loss, "test_loss": test_loss,
            "train_accuracy": train_acc, "test_accuracy": test_acc,
            "epoch": epoch, "step": c.step, "fun_evals": c.fun_evals,
@@ -373,7 +407,9 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
         on_chunk: Callable[[Carry, History], None] | None = None,
         progress: bool | None = None,
         record_params: bool = False,
-        mesh: Mesh | None = None) -> FitResult:
+        mesh: Mesh | None = None,
+        eval_every: int = 1,
+        step_metrics: str = "all") -> FitResult:
   """Trains ``objective`` with ``optimizer``, compiled, until a criterion holds.
 
   Args:
@@ -396,6 +432,7 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
       (``gdlab.parallel.data_mesh``): the training and test sets and every
       batch are sharded along their records; parameters and optimizer state
       are replicated, and XLA inserts the reductions.
+    eval_every, step_metrics: what to log, and how often (see :func:`build`).
 
   Returns:
     A :class:`FitResult`.  A run interrupted by ``KeyboardInterrupt`` between
@@ -412,7 +449,8 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
   program = build(lambda h: (objective, optimizer), regime, criteria,
                   n_train=n_train, engine=engine, chunk_epochs=chunk_epochs,
                   has_test=data.x_test is not None,
-                  record_params=record_params, mesh=mesh)
+                  record_params=record_params, mesh=mesh,
+                  eval_every=eval_every, step_metrics=step_metrics)
   data = shard_data(data, mesh, regime)
   if carry is None:
     k_init, k_data = jax.random.split(key)

@@ -92,6 +92,12 @@ class Criteria:
       _checks.check_number("divergence_factor", self.divergence_factor, low=1)
 
 
+  @property
+  def needs_norms(self) -> bool:
+    """Whether a test reads the gradient or update norm."""
+    return self.grad_tol is not None or self.param_tol is not None
+
+
 class StopState(NamedTuple):
   """What the criteria carry from step to step (all arrays)."""
   reason: Array          # int32 code; 0 while running
@@ -120,8 +126,8 @@ def check(criteria: Criteria, state: StopState, *, loss: Array,
     criteria: the tests.
     state: the carried state.
     loss: ``f(x_k)``, the loss at the parameters before the update.
-    grad_norm: ``||grad f(x_k)||``.
-    update_norm: ``||x_{k+1} - x_k||``.
+    grad_norm: ``||grad f(x_k)||``, or ``None`` when it is not computed.
+    update_norm: ``||x_{k+1} - x_k||``, or ``None`` likewise.
     new_params_finite: whether ``x_{k+1}`` is finite.
     steps: updates made, this one included.
     grad_evals: gradient evaluations so far, this step's included.
@@ -131,8 +137,9 @@ def check(criteria: Criteria, state: StopState, *, loss: Array,
     must stop.  When ``diverged`` is true the caller must keep ``x_k``.
   """
   first = jnp.where(jnp.isnan(state.first_loss), loss, state.first_loss)
-  diverged = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm) &
-               jnp.isfinite(update_norm) & new_params_finite)
+  diverged = ~(jnp.isfinite(loss) & new_params_finite)
+  if grad_norm is not None:
+    diverged |= ~jnp.isfinite(grad_norm)
   if criteria.divergence_factor is not None:
     diverged |= loss > criteria.divergence_factor * jnp.abs(first)
 

@@ -139,7 +139,9 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
   program = loop.build(setup, regime, criteria, n_train=n_train,
                        engine=base.train.engine, chunk_epochs=chunk,
                        has_test=data.x_test is not None, record_params=record,
-                       mesh=mesh if base.train.devices else None)
+                       mesh=mesh if base.train.devices else None,
+                       eval_every=base.train.eval_every,
+                       step_metrics=base.train.step_metrics)
 
   # Pad the batch of runs to a multiple of the "runs" axis; padding repeats
   # the last run and is dropped.

@@ -263,3 +263,36 @@ def test_line_search_inside_the_step_reports_its_evaluations():
   assert np.all(np.diff(h["loss"]) <= 0)  # Armijo: a descent method.
   assert np.all(h["step_size"] <= 4.0)
   assert run.history.epochs["fun_evals"][-1] == h["fun_evals"].sum()
+
+
+def test_lighter_logging_gives_the_same_run():
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 6, 1), "tanh"), "mse")
+  kwargs = dict(key=jax.random.PRNGKey(0), regime=loop.Regime("minibatch", 16),
+                criteria=stopping.Criteria(max_epochs=7))
+  full = loop.fit(obj, gradient_descent(0.1), (x, y, x, y), **kwargs)
+  light = loop.fit(obj, gradient_descent(0.1), (x, y, x, y), eval_every=3,
+                   step_metrics="loss", **kwargs)
+  for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(light.params)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(full.history.steps["loss"],
+                                light.history.steps["loss"])
+  assert np.all(np.isnan(light.history.steps["grad_norm"]))
+  e_full, e_light = full.history.epochs, light.history.epochs
+  # Evaluated at epochs 3 and 6, and at the last one (7).
+  evaluated = ~np.isnan(e_light["train_loss"])
+  np.testing.assert_array_equal(evaluated, [False, False, True, False, False,
+                                            True, True])
+  np.testing.assert_array_equal(e_light["test_loss"][evaluated],
+                                e_full["test_loss"][evaluated])
+  # A criterion that reads a norm turns the norms back on.
+  linear = Objective(models.linear_regression(3), "mse")
+  tol = loop.fit(linear, gradient_descent(0.1), (x, y), step_metrics="loss",
+                 key=jax.random.PRNGKey(0),
+                 criteria=stopping.Criteria(max_epochs=10_000, grad_tol=1e-3))
+  assert tol.stop_reason == "grad_tol"
+  assert np.all(np.isfinite(tol.history.steps["grad_norm"]))
+  with pytest.raises(ValueError, match="step_metrics: expected one of 'all', "
+                     "'loss'; got 'none'"):
+    loop.fit(obj, gradient_descent(0.1), (x, y), key=jax.random.PRNGKey(0),
+             step_metrics="none")
