@@ -242,6 +242,11 @@ def subgradient_curves(steps: dict, f_star: float, r: float):
   largest logged subgradient norm: the classical bound needs ``||g_i|| <= G``
   only at the iterates the run visited.
   """
+  for key in ("step_size", "grad_norm"):
+    if not np.isfinite(np.asarray(steps.get(key, np.nan), float)).any():
+      raise config_lib.ConfigError(
+          f"train.step_metrics: the 'subgradient_bound' analysis needs the "
+          f"logged {key} of every step; set train.step_metrics: all.")
   f = np.asarray(steps["loss"], float)
   a = np.asarray(steps["step_size"], float)
   g = float(np.nanmax(steps["grad_norm"]))
