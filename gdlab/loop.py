@@ -186,67 +186,90 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
 
   def run_chunk(carry: Carry, data: Data, hparams):
     objective, optimizer = setup(hparams)
-    step_fn = train.make_step(objective, optimizer, engine, jit=False,
-                              norms=norms)
+    update_fn = train.make_update(objective, optimizer, engine, norms=norms)
     dtype = jax.tree_util.tree_leaves(carry.params)[0].dtype
+    n_params = sum(p.size for p in jax.tree_util.tree_leaves(carry.params))
 
     def one_step(c: Carry, batch_data):
-      def active(c):
-        old_params = c.params
-        new_params, new_opt, m = step_fn(c.params, c.opt_state, batch_data)
-        steps = c.step + 1
-        fun_evals = c.fun_evals + m["fun_evals"]
-        grad_evals = c.grad_evals + m["grad_evals"]
-        diverged, stop = stopping.check(
-            criteria, c.stop, loss=m["loss"],
-            grad_norm=m["grad_norm"] if norms else None,
-            update_norm=m["update_norm"] if norms else None,
-            # With the norms at hand, a finite update of finite parameters
-            # gives finite parameters (short of overflowing the float range,
-            # which the growth test catches long before); without them, the
-            # new parameters are checked directly.
-            new_params_finite=(jnp.isfinite(m["update_norm"]) if norms
-                               else stopping.all_finite(new_params)),
-            steps=steps,
-            grad_evals=grad_evals)
-        keep = lambda new, old: jax.tree_util.tree_map(
-            lambda a, b: jnp.where(diverged, b, a), new, old)
-        c = Carry(keep(new_params, c.params), keep(new_opt, c.opt_state),
-                  stop, c.key, c.epoch, steps, fun_evals, grad_evals)
-        m = {k: jnp.asarray(m[k], dtype if k not in ("fun_evals", "grad_evals")
-                            else jnp.int32) for k in STEP_METRICS}
-        if record_params:
-          m["params"] = flat(old_params)
-        return c, dict(m, active=jnp.bool_(True))
+      """One update, applied unless it diverged; its metrics."""
+      updates, new_opt, m = update_fn(c.params, c.opt_state, batch_data)
+      steps = c.step + 1
+      fun_evals = c.fun_evals + m["fun_evals"]
+      grad_evals = c.grad_evals + m["grad_evals"]
+      if norms:
+        # A finite update of finite parameters gives finite parameters
+        # (short of overflowing the float range, which the growth test
+        # catches long before).
+        finite = jnp.isfinite(m["update_norm"])
+      else:
+        finite = stopping.all_finite(updates)
+      diverged, stop = stopping.check(
+          criteria, c.stop, loss=m["loss"],
+          grad_norm=m["grad_norm"] if norms else None,
+          update_norm=m["update_norm"] if norms else None,
+          new_params_finite=finite, steps=steps, grad_evals=grad_evals)
+      # A diverged update is not applied; the select rides along with the
+      # addition, in the same pass over the parameters.
+      params = jax.tree_util.tree_map(
+          lambda p, u: jnp.where(diverged, p, p + u.astype(p.dtype)),
+          c.params, updates)
+      opt_state = jax.tree_util.tree_map(
+          lambda new, old: jnp.where(diverged, old, new), new_opt,
+          c.opt_state)
+      m = {k: jnp.asarray(m[k], jnp.int32 if k in ("fun_evals", "grad_evals")
+                          else dtype) for k in STEP_METRICS}
+      if record_params:
+        m["params"] = flat(c.params)
+      c = Carry(params, opt_state, stop, c.key, c.epoch, steps, fun_evals,
+                grad_evals)
+      return c, m
 
-      def idle(c):
-        m = {k: (jnp.full((), jnp.nan, dtype)
-                 if k not in ("fun_evals", "grad_evals") else jnp.int32(0))
+    def empty_log():
+      log = {k: (jnp.zeros((steps_per_epoch,), jnp.int32)
+                 if k in ("fun_evals", "grad_evals")
+                 else jnp.full((steps_per_epoch,), jnp.nan, dtype))
              for k in STEP_METRICS}
-        if record_params:
-          m["params"] = jnp.full_like(flat(c.params), jnp.nan)
-        return c, dict(m, active=jnp.bool_(False))
+      if record_params:
+        log["params"] = jnp.full((steps_per_epoch, n_params), jnp.nan, dtype)
+      log["active"] = jnp.zeros((steps_per_epoch,), bool)
+      return log
 
-      return jax.lax.cond(c.stop.reason == stopping.RUNNING, active, idle, c)
+    def run_steps(c: Carry, batch_at):
+      """The epoch's steps, until the run stops: a while loop, so that the
+      steps after a stop cost nothing and the carry is updated in place."""
+      def cond(state):
+        i, c, _ = state
+        return (i < steps_per_epoch) & (c.stop.reason == stopping.RUNNING)
+
+      def body(state):
+        i, c, log = state
+        c, m = one_step(c, batch_at(i))
+        log = {k: v.at[i].set(m[k] if k != "active" else True)
+               for k, v in log.items()}
+        return i + 1, c, log
+
+      _, c, log = jax.lax.while_loop(cond, body, (0, c, empty_log()))
+      return c, log
 
     def one_epoch(c: Carry, _):
       running_at_start = c.stop.reason == stopping.RUNNING
       key, sub = jax.random.split(c.key)
       c = c._replace(key=key)
       if regime.kind == "full_batch":
-        c, m = one_step(c, shard_batch((data.x_train, data.y_train)))
-        m = jax.tree_util.tree_map(lambda v: v[None], m)
+        full = shard_batch((data.x_train, data.y_train))
+        c, m = run_steps(c, lambda i: full)
       else:
         idx, mask = batching.epoch_batches(sub, n_train, batch,
                                            regime.remainder)
 
-        def body(c, im):
-          i, w = im
-          b = ((data.x_train[i], data.y_train[i], w.astype(dtype)) if pad
-               else (data.x_train[i], data.y_train[i]))
-          return one_step(c, shard_batch(b))
+        def batch_at(i):
+          rows = idx[i]
+          b = ((data.x_train[rows], data.y_train[rows],
+                mask[i].astype(dtype)) if pad
+               else (data.x_train[rows], data.y_train[rows]))
+          return shard_batch(b)
 
-        c, m = jax.lax.scan(body, c, (idx, mask))
+        c, m = run_steps(c, batch_at)
       epoch = c.epoch + jnp.where(running_at_start, 1, 0)
       reason = jnp.where(
           (c.stop.reason == stopping.RUNNING) &

@@ -78,6 +78,51 @@ def split_batch(batch) -> tuple[Array, Array, Array | None]:
                    f"sequence of {len(batch)} items.")
 
 
+def make_update(objective: Objective,
+                optimizer: optax.GradientTransformation,
+                engine: str = "autodiff",
+                norms: bool = True) -> Callable[..., Any]:
+  """The step without its last line: ``(params, opt_state, batch) ->
+  (updates, opt_state, metrics)``, for loops that apply the updates
+  themselves (``gdlab.loop`` applies them only when the step did not
+  diverge).  Arguments as for :func:`make_step`."""
+  value_and_grad = value_and_grad_fn(objective, engine)
+  if not isinstance(optimizer, optax.GradientTransformation):
+    raise TypeError("optimizer: expected an optax GradientTransformation; "
+                    f"got {type(optimizer).__name__}.")
+  update = optax.with_extra_args_support(optimizer).update
+
+  def step(params, opt_state, batch):
+    x, y, weights = split_batch(batch)
+    value, grads = value_and_grad(params, x, y, weights)
+    value_fn = lambda p: objective.value(p, x, y, weights)
+    fun_before, grad_before = search_evals(opt_state)
+    updates, opt_state = update(grads, opt_state, params, value=value,
+                                grad=grads, value_fn=value_fn)
+    fun_after, grad_after = search_evals(opt_state)
+    if norms:
+      grad_norm = optax.tree.norm(grads)
+      update_norm = optax.tree.norm(updates)
+    else:
+      grad_norm = update_norm = jnp.full((), jnp.nan, value.dtype)
+    sizes = find_fields(opt_state, "step_size")
+    if sizes:
+      step_size = jnp.asarray(sizes[-1], value.dtype)
+    else:
+      step_size = update_norm / jnp.where(grad_norm > 0, grad_norm, 1.0)
+    metrics = {
+        "loss": value,
+        "grad_norm": grad_norm,
+        "update_norm": update_norm,
+        "step_size": step_size,
+        "fun_evals": 1 + fun_after - fun_before,
+        "grad_evals": 1 + grad_after - grad_before,
+    }
+    return updates, opt_state, metrics
+
+  return step
+
+
 def make_step(objective: Objective,
               optimizer: optax.GradientTransformation,
               engine: str = "autodiff",
@@ -99,39 +144,10 @@ def make_step(objective: Objective,
   Returns:
     The step function; see the module docstring for its metrics.
   """
-  value_and_grad = value_and_grad_fn(objective, engine)
-  if not isinstance(optimizer, optax.GradientTransformation):
-    raise TypeError("optimizer: expected an optax GradientTransformation; "
-                    f"got {type(optimizer).__name__}.")
-  update = optax.with_extra_args_support(optimizer).update
+  update = make_update(objective, optimizer, engine, norms)
 
   def step(params, opt_state, batch):
-    x, y, weights = split_batch(batch)
-    value, grads = value_and_grad(params, x, y, weights)
-    value_fn = lambda p: objective.value(p, x, y, weights)
-    fun_before, grad_before = search_evals(opt_state)
-    updates, opt_state = update(grads, opt_state, params, value=value,
-                                grad=grads, value_fn=value_fn)
-    new_params = optax.apply_updates(params, updates)
-    fun_after, grad_after = search_evals(opt_state)
-    if norms:
-      grad_norm = optax.tree.norm(grads)
-      update_norm = optax.tree.norm(updates)
-    else:
-      grad_norm = update_norm = jnp.full((), jnp.nan, value.dtype)
-    sizes = find_fields(opt_state, "step_size")
-    if sizes:
-      step_size = jnp.asarray(sizes[-1], value.dtype)
-    else:
-      step_size = update_norm / jnp.where(grad_norm > 0, grad_norm, 1.0)
-    metrics = {
-        "loss": value,
-        "grad_norm": grad_norm,
-        "update_norm": update_norm,
-        "step_size": step_size,
-        "fun_evals": 1 + fun_after - fun_before,
-        "grad_evals": 1 + grad_after - grad_before,
-    }
-    return new_params, opt_state, metrics
+    updates, opt_state, metrics = update(params, opt_state, batch)
+    return optax.apply_updates(params, updates), opt_state, metrics
 
   return jax.jit(step) if jit else step

@@ -273,18 +273,19 @@ def test_lighter_logging_gives_the_same_run():
   full = loop.fit(obj, gradient_descent(0.1), (x, y, x, y), **kwargs)
   light = loop.fit(obj, gradient_descent(0.1), (x, y, x, y), eval_every=3,
                    step_metrics="loss", **kwargs)
+  # The same run; XLA may fuse the two programs differently, hence rounding.
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(light.params)):
-    np.testing.assert_array_equal(a, b)
-  np.testing.assert_array_equal(full.history.steps["loss"],
-                                light.history.steps["loss"])
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+  np.testing.assert_allclose(full.history.steps["loss"],
+                             light.history.steps["loss"], rtol=1e-12)
   assert np.all(np.isnan(light.history.steps["grad_norm"]))
   e_full, e_light = full.history.epochs, light.history.epochs
   # Evaluated at epochs 3 and 6, and at the last one (7).
   evaluated = ~np.isnan(e_light["train_loss"])
   np.testing.assert_array_equal(evaluated, [False, False, True, False, False,
                                             True, True])
-  np.testing.assert_array_equal(e_light["test_loss"][evaluated],
-                                e_full["test_loss"][evaluated])
+  np.testing.assert_allclose(e_light["test_loss"][evaluated],
+                             e_full["test_loss"][evaluated], rtol=1e-12)
   # A criterion that reads a norm turns the norms back on.
   linear = Objective(models.linear_regression(3), "mse")
   tol = loop.fit(linear, gradient_descent(0.1), (x, y), step_metrics="loss",
