@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -235,8 +236,10 @@ def write_report(out: Path, run_dirs: list[Path], points: list[dict],
   """The sweep's comparison report, with a sensitivity curve per swept key."""
   from gdlab import plots  # pylint: disable=g-import-not-at-top
   from gdlab import report  # pylint: disable=g-import-not-at-top
-  finals = [experiment.final_loss(results.load_run(d).summary)
-            for d in run_dirs]
+  summaries = [results.load_run(d).summary for d in run_dirs]
+  # A diverged run has no meaningful final loss: the plot marks it.
+  finals = [math.nan if s.get("stop_reason") == "diverged"
+            else experiment.final_loss(s) for s in summaries]
   sections = []
   for key in grid:
     if key == "seed" or not all(isinstance(p[key], (int, float))
