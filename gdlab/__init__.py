@@ -8,7 +8,8 @@ from gdlab import losses
 from gdlab import models
 from gdlab import optim
 from gdlab import stopping
-from gdlab.loop import Data, FitResult, History, Regime, fit
+from gdlab.history import History
+from gdlab.loop import Data, FitResult, Regime, fit
 from gdlab.stopping import Criteria
 from gdlab.train import make_step
 from gdlab.gradcheck import check_gradients

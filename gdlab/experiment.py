@@ -31,6 +31,7 @@ from flax import serialization
 
 from gdlab import config as config_lib
 from gdlab import data as data_lib
+from gdlab import history as history_lib
 from gdlab import loop
 from gdlab import models
 from gdlab import optim
@@ -240,11 +241,11 @@ def _write_checkpoint(run_dir: Path, carry: loop.Carry) -> None:
                        serialization.to_bytes(parallel.to_host(carry)))
 
 
-def _history_from_folder(run_dir: Path) -> loop.History:
+def _history_from_folder(run_dir: Path) -> history_lib.History:
   steps, epochs = results.read_metrics(run_dir)
   steps.pop("step", None)
   summary = results.load_run(run_dir).summary
-  history = loop.empty_history()
+  history = history_lib.empty_history()
   if steps:
     history.steps = steps
   if epochs:
@@ -254,7 +255,7 @@ def _history_from_folder(run_dir: Path) -> loop.History:
   return history
 
 
-def summarize(cfg: config_lib.RunConfig, history: loop.History,
+def summarize(cfg: config_lib.RunConfig, history: history_lib.History,
               extra: dict | None = None) -> dict:
   """The content of ``summary.json``."""
   final = {k: v for k, v in history.final().items()}
@@ -277,7 +278,7 @@ def summarize(cfg: config_lib.RunConfig, history: loop.History,
   }
 
 
-def write_run(run_dir: Path, cfg: config_lib.RunConfig, history: loop.History,
+def write_run(run_dir: Path, cfg: config_lib.RunConfig, history: history_lib.History,
               carry: loop.Carry | None, extra: dict | None = None,
               written: tuple[int, int] | None = None) -> None:
   """Writes a run folder's config, metrics, summary and checkpoint.

@@ -11,7 +11,7 @@ its own figures, and there is no figure to close.
 Inputs:
 
 * A *run* is a :class:`gdlab.results.RunRecord` or anything with ``steps`` and
-  ``epochs`` dicts of 1-D arrays (a :class:`gdlab.loop.History` works) and,
+  ``epochs`` dicts of 1-D arrays (a :class:`gdlab.history.History` works) and,
   optionally, a ``summary`` dict.  ``runs`` is a mapping ``name -> run`` or a
   sequence of records (named by their ``name``).
 * Per-step metrics are placed on the x axis by their ``step`` column (1-based;

@@ -33,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdlab import config as config_lib
 from gdlab import experiment
+from gdlab import history as history_lib
 from gdlab import loop
 from gdlab import parallel
 from gdlab import results
@@ -173,7 +174,7 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
   compiled = chunk_fn.lower(carry, data, hparams).compile()
   compile_time = time.perf_counter() - t0
 
-  histories = [loop.empty_history() for _ in cfgs]
+  histories = [history_lib.empty_history() for _ in cfgs]
   run_time = 0.0
   while bool(jnp.any(carry.stop.reason[:len(cfgs)] == stopping.RUNNING)):
     t0 = time.perf_counter()
@@ -182,7 +183,7 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
     t1 = time.perf_counter()
     for i in range(len(cfgs)):
       pick = lambda d: {k: v[i] for k, v in d.items()}
-      histories[i] = loop.append_chunk(histories[i], pick(epochs),
+      histories[i] = history_lib.append_chunk(histories[i], pick(epochs),
                                        pick(steps), run_time,
                                        run_time + (t1 - t0))
     run_time += t1 - t0
