@@ -30,7 +30,6 @@ reference, timed with the same jitted value-and-gradient function.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import jax

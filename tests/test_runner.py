@@ -1,7 +1,6 @@
 """Configs, run folders, resume, sweeps and the gdlab command."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

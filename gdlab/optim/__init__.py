@@ -59,4 +59,5 @@ __all__ = [
     "step_decay",
     "subgradient_descent",
     "warmup_cosine_decay",
+    "wolfe_linesearch",
 ]

@@ -1,0 +1,64 @@
+"""Experiment-specific analyses, named by an experiment's ``analysis`` key.
+
+Each analysis reads the experiment's run folders, computes what the theory
+compares them with (a closed-form solution, an optimal value from an
+independent solver, a bound), writes figures, and returns report sections
+``(title, markdown, [image paths])`` for the experiment's ``report.md``.
+
+Contract of the analyses registered here: ``fn(exp, out, run_dirs,
+smoke=False)``; figures go to ``out/plots/``, the numbers behind the report
+tables to ``out/<analysis name>.json`` (for tests and notebooks).  A run's
+data, model and initial parameters are rebuilt from its ``config.yaml``
+(the same seed gives the same arrays), its final parameters are read from
+its checkpoint.  A run the analysis does not apply to raises ``ConfigError``
+naming what was expected.
+
+=====================  =====================================================
+``subgradient_bound``  ``f_best - f*`` of subgradient runs, ``f*`` from an
+                       independent solver, against the classical bound
+``closed_form``        least squares: GD against the normal equations
+``seed_spread``        final losses and parameters over many seeds
+``gradcheck``          hand-written backpropagation against ``jax.grad``:
+                       the gradient-check grid, loss curves and speed
+``surface``            optimiser paths on 2-D test functions
+=====================  =====================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from gdlab import config as config_lib
+
+Section = tuple[str, str, list]
+ANALYSES: dict[str, Callable[..., list[Section]]] = {}
+
+
+def register(name: str):
+  def deco(fn):
+    ANALYSES[name] = fn
+    return fn
+  return deco
+
+
+def run(exp: config_lib.ExperimentConfig, out: Path, run_dirs: list[Path],
+        smoke: bool = False) -> list[Section]:
+  """Runs the experiment's analysis; no analysis gives no sections."""
+  if exp.analysis is None:
+    return []
+  if exp.analysis not in ANALYSES:
+    raise config_lib.ConfigError(
+        f"analysis: expected one of {', '.join(sorted(ANALYSES))} or null; "
+        f"got {exp.analysis!r}.")
+  return ANALYSES[exp.analysis](exp, out, run_dirs, smoke=smoke)
+
+
+# Each analysis module registers itself when imported.
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from gdlab.analyses import closed_form, convexity, engines, subgradient, surface
+from gdlab.analyses.common import run_config
+from gdlab.analyses.convexity import SMOKE_SEEDS
+
+__all__ = ["ANALYSES", "SMOKE_SEEDS", "Section", "register", "run",
+           "run_config"]
