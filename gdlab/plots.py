@@ -109,11 +109,19 @@ def _save(fig: Figure, path) -> Path:
 
 
 def _legend(ax) -> None:
-  """A legend inside the axes, or to their right when it is long."""
+  """A legend inside the axes, or to their right when it is long.
+
+  Past 40 entries (a large sweep) a legend would crowd out the axes; the
+  figure then says how many runs it overlays instead.
+  """
   handles = ax.get_legend_handles_labels()[0]
-  if len(handles) > 8:
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
-              borderaxespad=0)
+  if len(handles) > 40:
+    ax.text(0.99, 0.99, f"{len(handles)} runs", ha="right", va="top",
+            transform=ax.transAxes, fontsize="small", color="gray")
+  elif len(handles) > 8:
+    ax.legend(fontsize="x-small" if len(handles) > 16 else "small",
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              ncols=1 + len(handles) // 20)
   elif handles:
     ax.legend(fontsize="small")
 
