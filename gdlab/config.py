@@ -147,6 +147,13 @@ class TrainConfig:
   eval_every: int = 1
   step_metrics: str = "all"
 
+  def __post_init__(self):
+    for key in ("chunk_epochs", "devices", "eval_every", "max_epochs"):
+      value = getattr(self, key)
+      if isinstance(value, int) and value < 1:
+        raise ConfigError(f"train.{key}: expected an integer >= 1; got "
+                          f"{value}.")
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -158,6 +165,11 @@ class RunConfig:
   loss: LossConfig = LossConfig()
   optimizer: OptimizerConfig = OptimizerConfig()
   train: TrainConfig = TrainConfig()
+
+  def __post_init__(self):
+    if isinstance(self.seed, int) and not 0 <= self.seed < 2**32:
+      raise ConfigError(f"seed: expected an integer in [0, 2**32); got "
+                        f"{self.seed}.")
 
 
 @dataclasses.dataclass(frozen=True)

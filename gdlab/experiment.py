@@ -242,14 +242,19 @@ def _write_checkpoint(run_dir: Path, carry: loop.Carry) -> None:
 
 
 def _history_from_folder(run_dir: Path) -> history_lib.History:
-  steps, epochs = results.read_metrics(run_dir)
+  record = results.load_run(run_dir)
+  steps, epochs, summary = record.steps, record.epochs, record.summary
   steps.pop("step", None)
-  summary = results.load_run(run_dir).summary
   history = history_lib.empty_history()
   if steps:
     history.steps = steps
   if epochs:
     history.epochs = epochs
+  trajectory = record.trajectory
+  if trajectory is not None and len(trajectory) > 1:
+    # The parameters of every step; the last row is the final parameters,
+    # which write_run appends.
+    history.steps["params"] = trajectory[:-1]
   history.compile_time = summary.get("compile_time", 0.0) or 0.0
   history.run_time = summary.get("run_time", 0.0) or 0.0
   return history

@@ -374,8 +374,9 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
   data = as_data(data)
   n_train = int(data.x_train.shape[0])
   steps_per_epoch = regime.steps_per_epoch(n_train)
-  chunk_epochs = chunk_epochs or default_chunk_epochs(criteria.max_epochs,
-                                                      steps_per_epoch)
+  if chunk_epochs is None:
+    chunk_epochs = default_chunk_epochs(criteria.max_epochs, steps_per_epoch)
+  _checks.check_positive_int("chunk_epochs", chunk_epochs)
   program = build(lambda h: (objective, optimizer), regime, criteria,
                   n_train=n_train, engine=engine, chunk_epochs=chunk_epochs,
                   has_test=data.x_test is not None,

@@ -22,6 +22,7 @@ reason                the run stops when
 ``diverged``          the loss or gradient is NaN or infinite, the update
                       would make the parameters non-finite, or the loss
                       exceeds ``divergence_factor`` times the first loss
+                      (when that is not zero)
 ====================  =======================================================
 
 On ``diverged`` the update that caused it is not applied: the run keeps the
@@ -141,7 +142,9 @@ def check(criteria: Criteria, state: StopState, *, loss: Array,
   if grad_norm is not None:
     diverged |= ~jnp.isfinite(grad_norm)
   if criteria.divergence_factor is not None:
-    diverged |= loss > criteria.divergence_factor * jnp.abs(first)
+    # Growth is measured against a non-zero first loss only.
+    diverged |= (jnp.abs(first) > 0) & (
+        loss > criteria.divergence_factor * jnp.abs(first))
 
   tests = [("diverged", diverged)]
   if criteria.loss_tol is not None:

@@ -46,10 +46,12 @@ def is_vmappable(key: str, cfg: config_lib.RunConfig) -> bool:
     return True
   section, _, field = key.partition(".")
   if section == "optimizer":
-    hints = config_lib._hints(config_lib.OptimizerConfig)  # pylint: disable=protected-access
-    return hints.get(field) is float and field in (
-        "learning_rate", "momentum", "decay_rate", "b", "initial_step",
-        "shrink", "c1", "c2")
+    # optax's L-BFGS branches on its learning rate, and optax's exponential
+    # and step schedules on their decay rate, in Python: those stay static.
+    if field == "learning_rate" and cfg.optimizer.name == "lbfgs":
+      return False
+    return field in ("learning_rate", "momentum", "b", "initial_step",
+                     "shrink", "c1", "c2")
   return key == "loss.strength"
 
 
@@ -132,8 +134,10 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
   criteria = experiment.build_criteria(base.train)
   regime = experiment.build_regime(base.train)
   n_train = int(data.x_train.shape[0])
-  chunk = base.train.chunk_epochs or loop.default_chunk_epochs(
-      criteria.max_epochs, regime.steps_per_epoch(n_train))
+  chunk = base.train.chunk_epochs
+  if chunk is None:
+    chunk = loop.default_chunk_epochs(criteria.max_epochs,
+                                      regime.steps_per_epoch(n_train))
   record = experiment.is_function_problem(base)
   # Runs are spread over the "runs" axis of the mesh; with train.devices set,
   # each run is also data parallel over the "data" axis.
@@ -213,6 +217,11 @@ def run_sweep(exp: config_lib.ExperimentConfig, out_dir, *,
     raise config_lib.ConfigError(
         f"sweep: experiment {exp.name!r} has no sweep grid; give one with "
         f"--grid key=v1,v2 (e.g. --grid optimizer.learning_rate=0.01,0.1).")
+  for key, values in grid.items():
+    if len({repr(v) for v in values}) != len(values):
+      raise config_lib.ConfigError(
+          f"sweep.{key}: expected distinct values (each run gets its own "
+          f"folder); got {values!r}.")
   out = Path(out_dir)
   base_runs = experiment.resolve_runs(exp, smoke=smoke, sets=sets,
                                       variants=False)

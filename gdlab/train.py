@@ -14,12 +14,14 @@ returns on-device metrics:
 * ``grad_norm``: ``||g_k||`` (global 2-norm over the parameter tree);
 * ``update_norm``: ``||x_{k+1} - x_k||``;
 * ``step_size``: the ``step_size`` field of the optimizer's state (the
-  learning rate, or the step a line search accepted); for optimizers that
-  keep none (Adam, say), the effective step ``update_norm / grad_norm``;
+  learning rate, or the step a line search accepted), or the
+  ``learning_rate`` an optax line search accepted; for optimizers that keep
+  none (Adam, say), the effective step ``update_norm / grad_norm``;
 * ``fun_evals`` and ``grad_evals``: the evaluations this step made: one of
   each for the objective and its gradient, plus those a line search made
-  (read from the ``num_fun_evals`` / ``num_grad_evals`` fields of a state
-  that also has ``conditions_met``).
+  (read from the ``num_fun_evals`` / ``num_grad_evals`` fields of a gdlab
+  search's state, or the ``num_linesearch_steps`` of optax's backtracking
+  and zoom searches).
 
 A batch is ``(x, y)`` or ``(x, y, weights)`` (per-record weights, such as the
 mask of a padded last batch).  Nothing in the step leaves the device.
@@ -69,6 +71,26 @@ def search_evals(state: Any) -> tuple[Array, Array]:
   return fun, grad
 
 
+def _optax_searches(state: Any) -> list[Any]:
+  """The states of optax's own line searches (backtracking, zoom) in a tree."""
+  return [s for s in _named_states(state)
+          if "learning_rate" in s._fields
+          and hasattr(getattr(s, "info", None), "num_linesearch_steps")]
+
+
+def optax_search_evals(state: Any) -> tuple[Array, Array]:
+  """(function, gradient) evaluations of optax's line searches in the latest
+  update: their state counts the steps of the latest search only.  A zoom
+  step evaluates the value and the gradient, a backtracking step the value."""
+  fun = grad = jnp.int32(0)
+  for s in _optax_searches(state):
+    n = jnp.asarray(s.info.num_linesearch_steps, jnp.int32)
+    fun = fun + n
+    if "curvature_error" in s.info._fields:
+      grad = grad + n
+  return fun, grad
+
+
 def split_batch(batch) -> tuple[Array, Array, Array | None]:
   if len(batch) == 2:
     return batch[0], batch[1], None
@@ -100,12 +122,14 @@ def make_update(objective: Objective,
     updates, opt_state = update(grads, opt_state, params, value=value,
                                 grad=grads, value_fn=value_fn)
     fun_after, grad_after = search_evals(opt_state)
+    fun_optax, grad_optax = optax_search_evals(opt_state)
     if norms:
       grad_norm = optax.tree.norm(grads)
       update_norm = optax.tree.norm(updates)
     else:
       grad_norm = update_norm = jnp.full((), jnp.nan, value.dtype)
-    sizes = find_fields(opt_state, "step_size")
+    sizes = (find_fields(opt_state, "step_size") or
+             [s.learning_rate for s in _optax_searches(opt_state)])
     if sizes:
       step_size = jnp.asarray(sizes[-1], value.dtype)
     else:
@@ -115,8 +139,8 @@ def make_update(objective: Objective,
         "grad_norm": grad_norm,
         "update_norm": update_norm,
         "step_size": step_size,
-        "fun_evals": 1 + fun_after - fun_before,
-        "grad_evals": 1 + grad_after - grad_before,
+        "fun_evals": 1 + fun_after - fun_before + fun_optax,
+        "grad_evals": 1 + grad_after - grad_before + grad_optax,
     }
     return updates, opt_state, metrics
 

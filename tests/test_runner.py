@@ -233,3 +233,40 @@ def test_cli_run_report_and_list(tmp_path, capsys):
   assert (tmp_path / "cmp" / "report.md").exists()
   assert cli.main(["list"]) == 0
   assert "default" in capsys.readouterr().out
+
+
+def test_resume_keeps_the_trajectory_of_a_function_problem(tmp_path,
+                                                           monkeypatch):
+  exp = config.load(experiment.find("loss_surface"))
+  cfg = config.apply_overrides(experiment.resolve_runs(exp)[0],
+                               {"train.max_epochs": 9,
+                                "train.chunk_epochs": 2})
+  experiment.run(cfg, tmp_path / "full", plots=False)
+  original = experiment.write_run
+
+  def interrupt_after_first_chunk(*args, **kwargs):
+    original(*args, **kwargs)
+    if kwargs.get("written") is not None:
+      raise KeyboardInterrupt
+  monkeypatch.setattr(experiment, "write_run", interrupt_after_first_chunk)
+  experiment.run(cfg, tmp_path / "part", plots=False)
+  monkeypatch.undo()
+  experiment.run(cfg, tmp_path / "part", resume=True, plots=False)
+  full = results.load_run(tmp_path / "full").trajectory
+  part = results.load_run(tmp_path / "part").trajectory
+  assert full.shape == part.shape == (10, 2)
+  np.testing.assert_array_equal(full, part)
+
+
+def test_sweep_rejects_repeated_values_and_bad_seeds(tmp_path, capsys):
+  assert cli.main(["sweep", str(TINY), "--grid", "seed=0,0", "--out",
+                   str(tmp_path / "a")]) == 2
+  assert "sweep.seed: expected distinct values" in capsys.readouterr().err
+  assert cli.main(["sweep", str(TINY), "--grid", "seed=-1,1", "--out",
+                   str(tmp_path / "b")]) == 2
+  assert "seed: expected an integer in [0, 2**32); got -1" in \
+      capsys.readouterr().err
+  assert cli.main(["run", str(TINY), "--set", "train.chunk_epochs=0",
+                   "--out", str(tmp_path / "c")]) == 2
+  assert "train.chunk_epochs: expected an integer >= 1; got 0" in \
+      capsys.readouterr().err

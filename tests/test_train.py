@@ -297,3 +297,32 @@ def test_lighter_logging_gives_the_same_run():
                      "'loss'; got 'none'"):
     loop.fit(obj, gradient_descent(0.1), (x, y), key=jax.random.PRNGKey(0),
              step_metrics="none")
+
+
+def test_optax_line_searches_are_counted():
+  from gdlab.data import get_function
+  from gdlab.objective import FunctionObjective
+  fn = get_function("rosenbrock")
+  obj = FunctionObjective(fn.fn, (-1.2, 1.0))
+  opt = optax.lbfgs()
+  step = train.make_step(obj, opt)
+  params, state = obj.model.init(None), opt.init(obj.model.init(None))
+  dummy = (jnp.zeros((1, 1)), jnp.zeros((1, 1)))
+  for _ in range(3):
+    params, state, m = step(params, state, dummy)
+    n = int(optax.tree.get(state, "num_linesearch_steps"))
+    assert int(m["fun_evals"]) == int(m["grad_evals"]) == 1 + n
+    np.testing.assert_allclose(m["step_size"],
+                               optax.tree.get(state, "learning_rate"))
+
+
+def test_growth_from_a_zero_first_loss_is_not_divergence():
+  state = stopping.init(jnp.float64)
+  kw = dict(grad_norm=jnp.array(1.0), update_norm=jnp.array(1.0),
+            new_params_finite=jnp.array(True), steps=jnp.int32(1),
+            grad_evals=jnp.int32(1))
+  diverged, state = stopping.check(stopping.Criteria(), state,
+                                   loss=jnp.array(0.0), **kw)
+  diverged, state = stopping.check(stopping.Criteria(), state,
+                                   loss=jnp.array(1e-3), **kw)
+  assert not bool(diverged) and int(state.reason) == stopping.RUNNING
