@@ -133,6 +133,24 @@ def torch_case(torch, sizes, params, batches, lr):
   return epoch, lambda: one_step(*tb[0])
 
 
+def fit_case(program, params, data):
+  """(first call, one epoch) closures for a ``loop.build`` program."""
+  state: dict[str, Any] = {"carry": program.init(jax.random.PRNGKey(2),
+                                                 params, {})}
+
+  def first():
+    state["compiled"] = jax.jit(program.run_chunk).lower(
+        state["carry"], data, {}).compile()
+    jax.device_get(state["compiled"](state["carry"], data, {})[1:])
+
+  def epoch():
+    carry, epochs, steps = state["compiled"](state["carry"], data, {})
+    jax.device_get((epochs, steps))
+    state["carry"] = carry
+
+  return common.first_call(first), epoch
+
+
 def run(size: str = "full") -> common.Report:
   cfg = SIZES[size]
   torch = common.optional("torch")
@@ -168,50 +186,17 @@ def run(size: str = "full") -> common.Report:
     batches = [(x[i], y[i]) for i in perm.reshape(num, batch)]
     cases, first = {}, {}
 
-    # gdlab.fit's compiled chunk, one epoch per call, as fit calls it.
+    # gdlab.fit's compiled chunk, one epoch per call, as fit calls it; then
+    # the same with step_metrics="loss" (no per-step norms) and no whole-set
+    # evaluation between epochs (eval_every past the budget).
     jax.clear_caches()
     regime = gdlab.Regime("minibatch", batch)
     criteria = gdlab.Criteria(max_epochs=10**6)
-    program = loop.build(lambda h: (objective, optimizer), regime, criteria,
-                         n_train=n, chunk_epochs=1)
-    carry0 = program.init(jax.random.PRNGKey(2), params, {})
-
-    fit_state: dict[str, Any] = {"carry": carry0}
-
-    def fit_first():
-      fit_state["compiled"] = jax.jit(program.run_chunk).lower(
-          carry0, data, {}).compile()
-      jax.device_get(fit_state["compiled"](carry0, data, {})[1:])
-    first[FIT] = common.first_call(fit_first)
-
-    def fit_epoch():
-      carry, epochs, steps = fit_state["compiled"](fit_state["carry"], data,
-                                                   {})
-      jax.device_get((epochs, steps))
-      fit_state["carry"] = carry
-    cases[FIT] = fit_epoch
-
-    # The same with step_metrics="loss" (no per-step norms) and no
-    # whole-set evaluation between epochs (eval_every past the budget).
-    lean = loop.build(lambda h: (objective, optimizer), regime, criteria,
-                      n_train=n, chunk_epochs=1, step_metrics="loss",
-                      eval_every=10**6)
-    lean_state: dict[str, Any] = {"carry": lean.init(jax.random.PRNGKey(2),
-                                                     params, {})}
-
-    def lean_first():
-      lean_state["compiled"] = jax.jit(lean.run_chunk).lower(
-          lean_state["carry"], data, {}).compile()
-      jax.device_get(lean_state["compiled"](lean_state["carry"], data,
-                                            {})[1:])
-    first[FIT_LEAN] = common.first_call(lean_first)
-
-    def lean_epoch():
-      carry, epochs, steps = lean_state["compiled"](lean_state["carry"], data,
-                                                    {})
-      jax.device_get((epochs, steps))
-      lean_state["carry"] = carry
-    cases[FIT_LEAN] = lean_epoch
+    for name, options in ((FIT, {}), (FIT_LEAN, {"step_metrics": "loss",
+                                                 "eval_every": 10**6})):
+      program = loop.build(lambda h: (objective, optimizer), regime, criteria,
+                           n_train=n, chunk_epochs=1, **options)
+      first[name], cases[name] = fit_case(program, params, data)
 
     # gdlab.make_step from Python.
     gstep = gdlab.make_step(objective, optimizer)
