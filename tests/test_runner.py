@@ -270,3 +270,13 @@ def test_sweep_rejects_repeated_values_and_bad_seeds(tmp_path, capsys):
                    "--out", str(tmp_path / "c")]) == 2
   assert "train.chunk_epochs: expected an integer >= 1; got 0" in \
       capsys.readouterr().err
+
+
+def test_keys_optax_branches_on_are_not_vmapped():
+  cfg = experiment.resolve_runs(config.load(TINY))[0]
+  assert sweep.is_vmappable("optimizer.learning_rate", cfg)
+  assert sweep.is_vmappable("seed", cfg)
+  assert not sweep.is_vmappable("optimizer.decay_rate", cfg)
+  lbfgs = config.apply_overrides(cfg, {"optimizer.name": "lbfgs"})
+  assert not sweep.is_vmappable("optimizer.learning_rate", lbfgs)
+  assert not sweep.is_vmappable("model.hidden", cfg)
