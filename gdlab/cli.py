@@ -87,12 +87,11 @@ def _default_out(kind: str, name: str) -> Path:
 
 
 def _cmd_run(args) -> int:
+  from gdlab import distributed  # pylint: disable=g-import-not-at-top
   if getattr(args, "distributed", False):
-    from gdlab import distributed  # pylint: disable=g-import-not-at-top
     distributed.initialize(args.coordinator, args.num_processes,
                            args.process_id)
   from gdlab import experiment  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
   exp, sets = _load(args)
   out = Path(args.out) if args.out else _default_out("run", exp.name)
   if args.resume and not args.out:
@@ -105,7 +104,7 @@ def _cmd_run(args) -> int:
           f"continue with: gdlab run {args.config} --out {out} --resume",
           file=sys.stderr)
     return 130
-  if jax.process_index() != 0:
+  if not distributed.is_writer():
     return 0
   print(f"results: {out}")
   print(f"report:  {out / 'report.md'}")

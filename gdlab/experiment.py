@@ -31,6 +31,7 @@ from flax import serialization
 
 from gdlab import config as config_lib
 from gdlab import data as data_lib
+from gdlab import distributed
 from gdlab import history as history_lib
 from gdlab import loop
 from gdlab import models
@@ -337,10 +338,10 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
   regime = build_regime(cfg.train)
   record = is_function_problem(cfg)
   key = jax.random.PRNGKey(cfg.seed)
-  distributed = jax.process_count() > 1
-  writer = jax.process_index() == 0
+  several_processes = jax.process_count() > 1
+  writer = distributed.is_writer()
   mesh = (parallel.data_mesh(cfg.train.devices)
-          if cfg.train.devices is not None or distributed else None)
+          if cfg.train.devices is not None or several_processes else None)
 
   carry = history = None
   if resume:
@@ -445,7 +446,7 @@ def run_experiment(exp: config_lib.ExperimentConfig,
   from gdlab import analyses  # pylint: disable=g-import-not-at-top
   from gdlab import report  # pylint: disable=g-import-not-at-top
   out = Path(out_dir)
-  writer = jax.process_index() == 0
+  writer = distributed.is_writer()
   if writer:
     out.mkdir(parents=True, exist_ok=True)
   run_dirs = []
