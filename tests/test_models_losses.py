@@ -52,6 +52,23 @@ def test_initialisation_variance(scheme, var):
   np.testing.assert_array_equal(model.init(jax.random.PRNGKey(0))["b"][0], 0)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_initial_weights_are_one_normal_draw_per_layer(dtype):
+  """The documented draw, layer by layer, inside jit and vmap too."""
+  model = models.mlp((7, 30, 2, 5), init_scheme="he", scale=0.7, dtype=dtype)
+  key = jax.random.PRNGKey(4)
+  expected = [0.7 * (2 / n_in)**0.5 * jax.random.normal(k, (n_in, n_out),
+                                                        dtype)
+              for k, n_in, n_out in zip(jax.random.split(key, 3),
+                                        (7, 30, 2), (30, 2, 5))]
+  for params in (model.init(key), jax.jit(model.init)(key),
+                 jax.tree.map(lambda v: v[1], jax.vmap(model.init)(
+                     jnp.stack([jax.random.PRNGKey(0), key])))):
+    for w, e in zip(params["w"], expected):
+      assert w.dtype == dtype
+      np.testing.assert_array_equal(w, e)
+
+
 def test_regression_models_are_zero_hidden_layer_mlps():
   lin = models.linear_regression(3)
   assert lin.sizes == (3, 1) and lin.depth == 0
