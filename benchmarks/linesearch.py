@@ -8,7 +8,8 @@ Each gdlab search is paired with the optax search of the same kind, with the
 same constants (sufficient decrease ``c1 = 1e-4``, curvature ``c2 = 0.9``,
 shrink 0.8 and growth 1.5 for backtracking, growth 2 for the Wolfe
 bracketing, the previous step reused as the first trial along steepest
-descent and 1 along L-BFGS), along two directions:
+descent and 1 along L-BFGS; optax's backtracking starts from 1.5 times its
+initial rate of 1, so gdlab's starts from 1.5 too), along two directions:
 
 * steepest descent: gdlab's ``steepest_descent(search)`` against
   ``optax.chain(optax.sgd(1.0), search)``;
@@ -17,10 +18,10 @@ descent and 1 along L-BFGS), along two directions:
   with optax's.
 
 Both run in the same compiled loop (``lax.while_loop`` until
-``||grad|| < 1e-6``), each in its documented way: gdlab's searches do not
-keep the value and gradient at the accepted point, so the loop evaluates
-them there; optax's keep them and the loop reads them back with
-``optax.value_and_grad_from_state``.  Evaluations are counted by the
+``||grad|| < 1e-6``): every search keeps the value and gradient at the
+accepted point (``store_grad=True`` for the backtracking ones) and the loop
+reads them back with ``optax.value_and_grad_from_state``, as
+``gdlab.fit`` does in the full-batch regime.  Evaluations are counted by the
 objective itself (a host callback per value and per gradient) in a separate
 run; wall time comes from runs without the callbacks (median of
 alternating repeats, compiled beforehand).  ``scipy.optimize.minimize``
@@ -68,37 +69,37 @@ def problems(names) -> dict[str, tuple[Callable, Any]]:
   return out
 
 
-def methods() -> dict[str, tuple[str, Callable[[], optax.GradientTransformation]]]:
-  """``label -> (kind, make)``; kind "gdlab" or "optax" (how it is driven)."""
+def methods() -> dict[str, Callable[[], optax.GradientTransformation]]:
+  """``label -> make``."""
   lbfgs = lambda search: optax.chain(optax.scale_by_lbfgs(),
                                      optax.scale(-1.0), search)
   return {
-      "SD + gdlab backtracking (Armijo)": ("gdlab", lambda: (
-          optim.steepest_descent(optim.backtracking_linesearch(
-              initial_step=1.0, shrink=0.8, c1=1e-4, grow=1.5,
-              reuse_last_step=True)))),
-      "SD + optax backtracking": ("optax", lambda: optax.chain(
+      "SD + gdlab backtracking (Armijo)": lambda: optim.steepest_descent(
+          optim.backtracking_linesearch(
+              initial_step=1.5, shrink=0.8, c1=1e-4, grow=1.5,
+              reuse_last_step=True, store_grad=True)),
+      "SD + optax backtracking": lambda: optax.chain(
           optax.sgd(1.0), optax.scale_by_backtracking_linesearch(
               max_backtracking_steps=50, slope_rtol=1e-4,
               decrease_factor=0.8, increase_factor=1.5,
-              max_learning_rate=1e10, store_grad=True))),
-      "SD + gdlab Wolfe": ("gdlab", lambda: optim.steepest_descent(
-          optim.wolfe_linesearch(c1=1e-4, c2=0.9, reuse_last_step=True))),
-      "SD + optax zoom": ("optax", lambda: optax.chain(
+              max_learning_rate=1e10, store_grad=True)),
+      "SD + gdlab Wolfe": lambda: optim.steepest_descent(
+          optim.wolfe_linesearch(c1=1e-4, c2=0.9, reuse_last_step=True)),
+      "SD + optax zoom": lambda: optax.chain(
           optax.sgd(1.0), optax.scale_by_zoom_linesearch(
               max_linesearch_steps=30, slope_rtol=1e-4, curv_rtol=0.9,
-              initial_guess_strategy="keep"))),
-      "L-BFGS + gdlab backtracking (Armijo)": ("gdlab", lambda: lbfgs(
+              initial_guess_strategy="keep")),
+      "L-BFGS + gdlab backtracking (Armijo)": lambda: lbfgs(
           optim.backtracking_linesearch(initial_step=1.0, shrink=0.8,
-                                        c1=1e-4))),
-      "L-BFGS + optax backtracking": ("optax", lambda: optax.lbfgs(
+                                        c1=1e-4, store_grad=True)),
+      "L-BFGS + optax backtracking": lambda: optax.lbfgs(
           linesearch=optax.scale_by_backtracking_linesearch(
               max_backtracking_steps=50, slope_rtol=1e-4,
               decrease_factor=0.8, increase_factor=1e10,
-              max_learning_rate=1.0, store_grad=True))),
-      "L-BFGS + gdlab Wolfe": ("gdlab", lambda: lbfgs(
-          optim.wolfe_linesearch(c1=1e-4, c2=0.9))),
-      "L-BFGS + optax zoom (optax.lbfgs)": ("optax", optax.lbfgs),
+              max_learning_rate=1.0, store_grad=True)),
+      "L-BFGS + gdlab Wolfe": lambda: lbfgs(
+          optim.wolfe_linesearch(c1=1e-4, c2=0.9)),
+      "L-BFGS + optax zoom (optax.lbfgs)": optax.lbfgs,
   }
 
 
@@ -135,7 +136,7 @@ def counting(f: Callable, counts: dict[str, int]) -> Callable:
   return counted
 
 
-def solver(kind: str, optimizer, f: Callable, tol: float, max_iter: int):
+def solver(optimizer, f: Callable, tol: float, max_iter: int):
   """A jitted ``x0 -> (x, iterations, ||grad||)`` loop; see module doc."""
   value_and_grad = jax.value_and_grad(f)
   from_state = optax.value_and_grad_from_state(f)
@@ -151,7 +152,7 @@ def solver(kind: str, optimizer, f: Callable, tol: float, max_iter: int):
       x, s, v, g, k = c
       u, s = optimizer.update(g, s, x, value=v, grad=g, value_fn=f)
       x = optax.apply_updates(x, u)
-      v, g = value_and_grad(x) if kind == "gdlab" else from_state(x, state=s)
+      v, g = from_state(x, state=s)
       return x, s, v, g, k + 1
     x, _, _, g, k = jax.lax.while_loop(
         cond, body, (x0, optimizer.init(x0), v0, g0, jnp.int32(0)))
@@ -186,8 +187,7 @@ def run(size: str = "full") -> common.Report:
   scipy_opt = common.optional("scipy")
   report = common.Report(
       "linesearch", f"evaluations and time to ||grad|| < {tol:g}, float64",
-      ["problem", "iterations", "fun_evals", "fun_evals_if_stored",
-       "grad_evals", "ms",
+      ["problem", "iterations", "fun_evals", "grad_evals", "ms",
        "final_grad_norm", "converged", "spread"])
   report.setup = {"tol": tol, "max_iter": cfg["max_iter"],
                   "repeats": cfg["repeats"], "dtype": "float64"}
@@ -196,25 +196,18 @@ def run(size: str = "full") -> common.Report:
                                             "scipy"))
   for pname, (f, x0) in problems(cfg["problems"]).items():
     rows, cases = {}, {}
-    for label, (kind, make) in methods().items():
+    for label, make in methods().items():
       counts = {"fun": 0, "grad": 0}
-      counted = solver(kind, make(), counting(f, counts), tol,
-                       cfg["max_iter"])
+      counted = solver(make(), counting(f, counts), tol, cfg["max_iter"])
       _, k, gnorm = jax.block_until_ready(counted(x0))
-      plain = solver(kind, make(), f, tol, cfg["max_iter"])
+      plain = solver(make(), f, tol, cfg["max_iter"])
       first = common.first_call(lambda plain=plain: jax.block_until_ready(
           plain(x0)))
       report.compile.append({"case": f"{pname}: {label}",
                              "first_step_s": first})
       cases[label] = lambda plain=plain: jax.block_until_ready(plain(x0))
-      stored = None
-      if kind == "gdlab":
-        # The loop evaluates f (and, for Wolfe, grad f) at the accepted
-        # point, which the search's last trial already did.
-        stored = counts["fun"] - int(k)
       rows[label] = {"case": label, "problem": pname,
                      "iterations": int(k), "fun_evals": counts["fun"],
-                     "fun_evals_if_stored": stored,
                      "grad_evals": counts["grad"],
                      "final_grad_norm": float(gnorm),
                      "converged": bool(gnorm < tol)}

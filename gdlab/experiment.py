@@ -159,8 +159,12 @@ def build_schedule(o: config_lib.OptimizerConfig):
       f"{', '.join(repr(s) for s in SCHEDULES)}; got {o.schedule!r}.")
 
 
-def build_optimizer(o: config_lib.OptimizerConfig):
-  """The optax transformation of an optimizer config."""
+def build_optimizer(o: config_lib.OptimizerConfig, store_grad: bool = False):
+  """The optax transformation of an optimizer config.
+
+  ``store_grad``: line searches keep the gradient at the accepted point, for
+  full-batch runs, whose next step reuses it (see ``gdlab.train``).
+  """
   if o.name not in OPTIMIZERS:
     raise config_lib.ConfigError(
         f"optimizer.name: expected one of "
@@ -175,11 +179,13 @@ def build_optimizer(o: config_lib.OptimizerConfig):
       search = optim.backtracking_linesearch(
           initial_step=o.initial_step, shrink=o.shrink, c1=o.c1,
           reuse_last_step=o.reuse_last_step,
-          condition="armijo" if o.line_search == "armijo" else "goldstein")
+          condition="armijo" if o.line_search == "armijo" else "goldstein",
+          store_grad=store_grad)
     elif o.line_search == "wolfe":
       search = optim.wolfe_linesearch(c1=o.c1, c2=o.c2,
                                       initial_step=o.initial_step,
-                                      reuse_last_step=o.reuse_last_step)
+                                      reuse_last_step=o.reuse_last_step,
+                                      store_grad=store_grad)
     else:
       search = optim.exact_linesearch(
           method="golden" if o.line_search == "exact" else "quadratic",
@@ -333,7 +339,8 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
   run_dir = Path(out_dir)
   data, dataset = build_data(cfg, smoke)
   objective = build_objective(cfg, dataset)
-  optimizer = build_optimizer(cfg.optimizer)
+  optimizer = build_optimizer(cfg.optimizer,
+                              store_grad=cfg.train.regime == "full_batch")
   criteria = build_criteria(cfg.train)
   regime = build_regime(cfg.train)
   record = is_function_problem(cfg)

@@ -183,7 +183,11 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
 
   def run_chunk(carry: Carry, data: Data, hparams):
     objective, optimizer = setup(hparams)
-    update_fn = train.make_update(objective, optimizer, engine, norms=norms)
+    # Every full-batch step sees the same batch, so f and its gradient at
+    # the new point can come from a line search that stored them.
+    update_fn = train.make_update(
+        objective, optimizer, engine, norms=norms,
+        reuse_search_point=regime.kind == "full_batch")
     dtype = jax.tree_util.tree_leaves(carry.params)[0].dtype
     n_params = sum(p.size for p in jax.tree_util.tree_leaves(carry.params))
 

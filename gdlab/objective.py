@@ -137,3 +137,36 @@ def value_and_grad_fn(objective: Objective,
   # Fail at construction, not at the first step, for models it cannot handle.
   backprop._check_model(objective.model)  # pylint: disable=protected-access
   return manual
+
+
+def value_fn(objective: Objective, engine: str = "autodiff",
+             x: Array | None = None, y: Array | None = None,
+             weights: Array | None = None) -> Callable[[Any], Array]:
+  """``params -> C(params; x, y)`` whose derivative comes from ``engine``.
+
+  What a line search evaluates and differentiates along its line: with
+  ``"autodiff"`` the objective itself; with ``"manual"`` a ``jax.custom_vjp``
+  whose backward pass is the hand-written backpropagation, so that a search
+  that differentiates its trials (Wolfe, or backtracking with
+  ``store_grad``) uses the same engine as the step.  Called without
+  differentiation, it runs the forward pass alone.
+  """
+  grad_fn = value_and_grad_fn(objective, engine)  # Checks the engine.
+
+  def value(params):
+    return objective.value(params, x, y, weights)
+
+  if engine == "autodiff":
+    return value
+
+  manual = jax.custom_vjp(value)
+
+  def forward(params):
+    value, grads = grad_fn(params, x, y, weights)
+    return value, grads
+
+  def backward(grads, cotangent):
+    return (jax.tree.map(lambda g: (cotangent * g).astype(g.dtype), grads),)
+
+  manual.defvjp(forward, backward)
+  return manual

@@ -129,7 +129,8 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
     for k in hkeys:
       cfg = _set_raw(cfg, k, h[k])
     return (experiment.build_objective(cfg, dataset),
-            experiment.build_optimizer(cfg.optimizer))
+            experiment.build_optimizer(
+                cfg.optimizer, store_grad=cfg.train.regime == "full_batch"))
 
   criteria = experiment.build_criteria(base.train)
   regime = experiment.build_regime(base.train)

@@ -21,7 +21,8 @@ returns on-device metrics:
   each for the objective and its gradient, plus those a line search made
   (read from the ``num_fun_evals`` / ``num_grad_evals`` fields of a gdlab
   search's state, or the ``num_linesearch_steps`` of optax's backtracking
-  and zoom searches).
+  and zoom searches).  A step that reuses the value and gradient a line
+  search stored at the new point (``reuse_search_point``) counts 0 for them.
 
 A batch is ``(x, y)`` or ``(x, y, weights)`` (per-record weights, such as the
 mask of a padded last batch).  Nothing in the step leaves the device.
@@ -35,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gdlab.objective import Objective, value_and_grad_fn
+from gdlab.objective import Objective, value_and_grad_fn, value_fn
 
 Array = jax.Array
 
@@ -91,6 +92,20 @@ def optax_search_evals(state: Any) -> tuple[Array, Array]:
   return fun, grad
 
 
+def stored_point(state: Any) -> tuple[Array, Any] | None:
+  """``(value, grad)`` a line search stored at the point it moved to.
+
+  The last state in the tree with both fields (gdlab's searches, optax's
+  zoom search, and its backtracking search with ``store_grad``), or ``None``
+  when no search stores a gradient.  ``value`` is ``+inf`` or NaN where the
+  search did not know ``f`` there.
+  """
+  found = [s for s in _named_states(state)
+           if "value" in s._fields and "grad" in s._fields
+           and s.grad is not None]
+  return (found[-1].value, found[-1].grad) if found else None
+
+
 def split_batch(batch) -> tuple[Array, Array, Array | None]:
   if len(batch) == 2:
     return batch[0], batch[1], None
@@ -103,7 +118,8 @@ def split_batch(batch) -> tuple[Array, Array, Array | None]:
 def make_update(objective: Objective,
                 optimizer: optax.GradientTransformation,
                 engine: str = "autodiff",
-                norms: bool = True) -> Callable[..., Any]:
+                norms: bool = True,
+                reuse_search_point: bool = False) -> Callable[..., Any]:
   """The step without its last line: ``(params, opt_state, batch) ->
   (updates, opt_state, metrics)``, for loops that apply the updates
   themselves (``gdlab.loop`` applies them only when the step did not
@@ -112,15 +128,37 @@ def make_update(objective: Objective,
   if not isinstance(optimizer, optax.GradientTransformation):
     raise TypeError("optimizer: expected an optax GradientTransformation; "
                     f"got {type(optimizer).__name__}.")
+  if not isinstance(reuse_search_point, bool):
+    raise TypeError("reuse_search_point: expected a bool; got "
+                    f"{reuse_search_point!r}.")
   update = optax.with_extra_args_support(optimizer).update
+
+  def evaluate(params, opt_state, x, y, weights):
+    """``(value, grads, fresh)``: from the search's state when it knows
+    them (``fresh`` 0), else from the engine (``fresh`` 1)."""
+    stored = stored_point(opt_state) if reuse_search_point else None
+    if stored is None:
+      return (*value_and_grad(params, x, y, weights), jnp.int32(1))
+    known = jnp.isfinite(stored[0])
+    dtype = stored[0].dtype  # the search's: the params' widest float
+
+    def engine(_):
+      value, grads = value_and_grad(params, x, y, weights)
+      return value.astype(dtype), optax.tree.cast_like(grads, params)
+
+    def from_state(_):
+      return stored[0], optax.tree.cast_like(stored[1], params)
+
+    value, grads = jax.lax.cond(known, from_state, engine, None)
+    return value, grads, jnp.where(known, 0, 1).astype(jnp.int32)
 
   def step(params, opt_state, batch):
     x, y, weights = split_batch(batch)
-    value, grads = value_and_grad(params, x, y, weights)
-    value_fn = lambda p: objective.value(p, x, y, weights)
+    value, grads, fresh = evaluate(params, opt_state, x, y, weights)
     fun_before, grad_before = search_evals(opt_state)
-    updates, opt_state = update(grads, opt_state, params, value=value,
-                                grad=grads, value_fn=value_fn)
+    updates, opt_state = update(
+        grads, opt_state, params, value=value, grad=grads,
+        value_fn=value_fn(objective, engine, x, y, weights))
     fun_after, grad_after = search_evals(opt_state)
     fun_optax, grad_optax = optax_search_evals(opt_state)
     if norms:
@@ -139,8 +177,8 @@ def make_update(objective: Objective,
         "grad_norm": grad_norm,
         "update_norm": update_norm,
         "step_size": step_size,
-        "fun_evals": 1 + fun_after - fun_before + fun_optax,
-        "grad_evals": 1 + grad_after - grad_before + grad_optax,
+        "fun_evals": fresh + fun_after - fun_before + fun_optax,
+        "grad_evals": fresh + grad_after - grad_before + grad_optax,
     }
     return updates, opt_state, metrics
 
@@ -151,7 +189,8 @@ def make_step(objective: Objective,
               optimizer: optax.GradientTransformation,
               engine: str = "autodiff",
               jit: bool = True,
-              norms: bool = True) -> Callable[..., Any]:
+              norms: bool = True,
+              reuse_search_point: bool = False) -> Callable[..., Any]:
   """Builds the update step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
   Args:
@@ -164,11 +203,18 @@ def make_step(objective: Objective,
       parameters; about a fifth of a small MLP's step on a CPU).  Without
       them both are NaN, and so is ``step_size`` for optimizers that keep
       none.
+    reuse_search_point: take ``f`` and its gradient at ``params`` from the
+      line search's state when the previous step's search stored them there
+      (see ``gdlab.optim.linesearch``), instead of evaluating them again.
+      Right only when every step sees the same batch (full-batch training):
+      the stored values belong to the previous step's batch.  Under ``vmap``
+      (sweeps) the choice becomes a select and both are computed.
 
   Returns:
     The step function; see the module docstring for its metrics.
   """
-  update = make_update(objective, optimizer, engine, norms)
+  update = make_update(objective, optimizer, engine, norms,
+                       reuse_search_point)
 
   def step(params, opt_state, batch):
     updates, opt_state, metrics = update(params, opt_state, batch)

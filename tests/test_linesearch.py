@@ -196,9 +196,8 @@ def test_wolfe_lbfgs_direction_converges_quickly():
   """With L-BFGS as the direction (``optax.scale_by_lbfgs``) Wolfe is fast.
 
   Measured: 36 iterations and 44 line-search evaluations here, 35 and 45 with
-  optax's zoom search.  (``optax.lbfgs`` also reuses the zoom search's last
-  value and gradient through ``optax.value_and_grad_from_state``, saving the
-  caller's evaluation per iteration; gdlab's searches do not store them.)
+  optax's zoom search.  (Both searches store the value and gradient at the
+  accepted point for the caller: see the stored-point tests below.)
   Standard promotion: optax 0.2.8's L-BFGS mixes int32 and int64 indices,
   which strict promotion rejects.
   """
@@ -511,6 +510,101 @@ def test_failed_armijo_search_takes_no_step():
 
 
 # ---------------------------------------------------------------------------
+# The value and gradient stored at the accepted point.
+
+STORING = {
+    "armijo": lambda: ls.backtracking_linesearch(reuse_last_step=True,
+                                                 store_grad=True),
+    "goldstein": lambda: ls.backtracking_linesearch(condition="goldstein",
+                                                    store_grad=True),
+    "wolfe": ls.wolfe_linesearch,
+}
+
+
+@pytest.mark.parametrize("name", sorted(STORING))
+def test_stored_value_and_grad_are_f_at_the_accepted_point(name):
+  """Against ``jax.value_and_grad`` at the new params, for 6 searches."""
+  opt = ls.steepest_descent(STORING[name]())
+  update = jax.jit(functools.partial(opt.update, value_fn=logistic))
+  x, state = LOGISTIC_START, opt.init(LOGISTIC_START)
+  assert float(state[1].value) == np.inf
+  for k in range(6):
+    v, g = jax.value_and_grad(logistic)(x)
+    u, state = update(g, state, x, value=v, grad=g)
+    x = optax.apply_updates(x, u)
+    search = state[1]
+    assert bool(search.conditions_met)
+    v_new, g_new = jax.value_and_grad(logistic)(x)
+    np.testing.assert_allclose(search.value, v_new, rtol=1e-14)
+    chex.assert_trees_all_close(search.grad, g_new, rtol=1e-12, atol=1e-15)
+    # Backtracking runs the backward pass once per search, at its step.
+    assert int(search.num_grad_evals) == (
+        int(search.num_fun_evals) if name == "wolfe" else k + 1)
+
+
+def test_what_a_search_cannot_know_is_marked_unknown():
+  x0 = ROSENBROCK_START
+  v, g = jax.value_and_grad(rosenbrock)(x0)
+  # An ascent direction: no step, so the caller's value and gradient hold.
+  for make in STORING.values():
+    search = make()
+    _, state = search.update(g, search.init(x0), x0, value=v, grad=g,
+                             value_fn=rosenbrock)
+    assert float(state.value) == float(v)
+    np.testing.assert_array_equal(state.grad, g)
+  # The quadratic exact search never evaluates its step; golden does.
+  quad, gold = ls.exact_linesearch(), ls.exact_linesearch("golden")
+  _, sq = quad.update(-g, quad.init(x0), x0, value=v, grad=g,
+                      value_fn=rosenbrock)
+  _, sg = gold.update(-g, gold.init(x0), x0, value=v, grad=g,
+                      value_fn=rosenbrock)
+  assert float(sq.value) == np.inf and sq.grad is None and sg.grad is None
+  np.testing.assert_allclose(
+      sg.value, rosenbrock(x0 - sg.step_size * g), rtol=1e-14)
+  # Goldstein failing at a step it did not evaluate last knows nothing.
+  search = ls.backtracking_linesearch(condition="goldstein", max_steps=2,
+                                      initial_step=1e-9, store_grad=True)
+  _, state = search.update(-g, search.init(x0), x0, value=v, grad=g,
+                           value_fn=rosenbrock)
+  assert not bool(state.conditions_met) and float(state.step_size) > 0
+  assert float(state.value) == np.inf
+  # Without store_grad, backtracking keeps the value alone.
+  search = ls.backtracking_linesearch()
+  _, state = search.update(-g, search.init(x0), x0, value=v, grad=g,
+                           value_fn=rosenbrock)
+  assert state.grad is None and int(state.num_grad_evals) == 0
+  np.testing.assert_allclose(
+      state.value, rosenbrock(x0 - state.step_size * g), rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(STORING))
+def test_optax_value_and_grad_from_state_reuses_the_stored_point(name):
+  """optax's own helper reads gdlab's state: the same run, one caller
+  evaluation in all instead of one per iteration."""
+  opt = ls.steepest_descent(STORING[name]())
+  from_state = optax.value_and_grad_from_state(logistic)
+
+  @jax.jit
+  def run(x0):
+    def body(c):
+      k, x, state, fresh = c
+      fresh = fresh + ~jnp.isfinite(optax.tree.get(state, "value"))
+      v, g = from_state(x, state=state)
+      u, state = opt.update(g, state, x, value=v, grad=g, value_fn=logistic)
+      return k + 1, optax.apply_updates(x, u), state, fresh
+
+    return jax.lax.while_loop(
+        lambda c: (c[0] < 5000) & (_grad_norm(logistic, c[1]) >= 1e-6), body,
+        (0, x0, opt.init(x0), 0))
+
+  k, x, _, fresh = run(LOGISTIC_START)
+  k_plain, x_plain, _, _ = minimise(opt, logistic, LOGISTIC_START)
+  assert int(fresh) == 1
+  assert abs(int(k) - k_plain) <= 1
+  chex.assert_trees_all_close(x, x_plain, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
 # Argument errors.
 
 
@@ -538,6 +632,7 @@ def test_bad_arguments_raise_value_error(make, match):
 
 @pytest.mark.parametrize("make, match", [
     (lambda: ls.backtracking_linesearch(reuse_last_step=1), "reuse_last_step"),
+    (lambda: ls.wolfe_linesearch(store_grad="yes"), "store_grad"),
     (lambda: ls.backtracking_linesearch(max_steps=2.5), "max_steps"),
     (lambda: ls.wolfe_linesearch(c1="0.1"), "c1"),
 ])

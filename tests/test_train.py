@@ -1,5 +1,6 @@
 """The update step and the compiled training loop."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -297,6 +298,67 @@ def test_lighter_logging_gives_the_same_run():
                      "'loss'; got 'none'"):
     loop.fit(obj, gradient_descent(0.1), (x, y), key=jax.random.PRNGKey(0),
              step_metrics="none")
+
+
+def test_full_batch_steps_reuse_the_point_a_search_stored():
+  """The same run with and without reuse, one engine evaluation in all."""
+  from gdlab import optim
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 6, 1), "tanh"), "mse", "mean",
+                  Penalty("l2", 1e-3))
+  params0 = obj.model.init(jax.random.PRNGKey(0))
+  runs = {}
+  for reuse in (False, True):
+    for engine in ("autodiff", "manual"):
+      opt = optim.steepest_descent(optim.wolfe_linesearch(
+          reuse_last_step=True))
+      step = train.make_step(obj, opt, engine, reuse_search_point=reuse)
+      params, state, logs = params0, opt.init(params0), []
+      for _ in range(15):
+        params, state, m = step(params, state, (x, y))
+        logs.append(m)
+      runs[reuse, engine] = params, {k: np.array([m[k] for m in logs])
+                                     for k in logs[0]}
+  p_ref, m_ref = runs[False, "autodiff"]
+  for (reuse, engine), (p, m) in runs.items():
+    chex.assert_trees_all_close(p, p_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(m["loss"], m_ref["loss"], rtol=1e-12)
+    # One evaluation by the engine plus the trials; with reuse, the engine
+    # evaluates at the first step only.
+    expected = m_ref["fun_evals"] - (reuse & (np.arange(15) > 0))
+    np.testing.assert_array_equal(m["fun_evals"], expected)
+    np.testing.assert_array_equal(m["grad_evals"], expected)
+  # In the loop, full-batch runs reuse; the same parameters come out.
+  run = loop.fit(obj, optim.steepest_descent(optim.wolfe_linesearch(
+      reuse_last_step=True)), (x, y), key=jax.random.PRNGKey(0),
+                 params=params0, criteria=stopping.Criteria(max_epochs=15))
+  chex.assert_trees_all_close(run.params, p_ref, rtol=1e-9, atol=1e-12)
+  assert run.history.epochs["fun_evals"][-1] == \
+      runs[True, "autodiff"][1]["fun_evals"].sum()
+
+
+def test_manual_engine_drives_the_line_search_gradients(monkeypatch):
+  """With ``engine="manual"`` the Wolfe trials differentiate by the
+  hand-written backpropagation, not by ``jax.grad``."""
+  from gdlab import backprop, optim
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 5, 1), "tanh"), "mse")
+  params = obj.model.init(jax.random.PRNGKey(1))
+  calls = []
+  real = backprop.value_and_grad
+
+  def counted(*args, **kwargs):
+    calls.append(1)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(backprop, "value_and_grad", counted)
+  opt = optim.steepest_descent(optim.wolfe_linesearch())
+  step = train.make_step(obj, opt, "manual", jit=False)
+  with jax.disable_jit():
+    _, state, m = step(params, opt.init(params), (x, y))
+  # The step's own gradient, then one per Wolfe trial.
+  assert len(calls) == 1 + int(optax.tree.get(state, "num_grad_evals"))
+  assert int(m["grad_evals"]) == len(calls)
 
 
 def test_optax_line_searches_are_counted():

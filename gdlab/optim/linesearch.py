@@ -42,10 +42,27 @@ Everything below concerns the restriction of ``f`` to the search line,
 State
 -----
 Every search keeps a :class:`LineSearchState` with ``count``, ``step_size``,
-``num_fun_evals``, ``num_grad_evals``, ``conditions_met`` and ``num_trials``.
+``num_fun_evals``, ``num_grad_evals``, ``conditions_met``, ``num_trials``,
+``value`` and ``grad``.
 The evaluation counts are cumulative and count only what the search itself
 evaluates: the caller's ``value`` and ``grad`` at ``x`` are not included, and a
 Wolfe trial (one ``jax.value_and_grad`` call) counts once in each.
+
+``value`` and ``grad`` are :math:`f` and :math:`\nabla f` at the accepted point
+``x + alpha d``, kept as optax's searches keep them, so that the next
+iteration need not evaluate them again when ``f`` stays the same (full-batch
+training): ``optax.value_and_grad_from_state(f)`` reads them, and so does
+``gdlab.train.make_update(..., reuse_search_point=True)``.  ``value`` is
+:math:`+\infty` where the search does not know ``f`` there (the quadratic
+exact search, which never evaluates its step; a search that failed at a step
+it did not evaluate last), and the caller must evaluate; a zero step keeps the
+caller's ``value`` and ``grad``.  ``grad`` is ``None`` for searches that do
+not store it (``store_grad=False``, the exact searches).  The Wolfe search
+stores it at no cost (its last trial computed it); backtracking with
+``store_grad=True`` takes every trial's value with ``jax.vjp`` and runs the
+backward pass once, at the accepted step, as optax's does with
+``jax.linearize``.  Gradients come from differentiating ``value_fn``, so a
+``value_fn`` with a custom VJP (the ``"manual"`` engine's) supplies its own.
 
 Why gdlab has its own searches beside optax's
 ---------------------------------------------
@@ -56,8 +73,7 @@ per-search step counts and residual errors); (ii) enforce the textbook
 conditions as stated, strong Wolfe of Nocedal & Wright without optax's switch
 to the approximate Wolfe test of Hager & Zhang, and offer the Goldstein test;
 (iii) include the exact line search of the classical steepest-descent
-analysis.  Unlike optax's, they do not store the value and gradient at the new
-point for reuse: the caller evaluates them there.
+analysis.
 
 References:
   Nocedal & Wright, Numerical Optimization, 2nd ed., Springer 2006,
@@ -95,6 +111,10 @@ class LineSearchState(NamedTuple):
     conditions_met: bool, whether the latest accepted step satisfies the
       search's conditions (false after ``max_steps`` trials or a fallback).
     num_trials: int32, trial steps evaluated by the latest search.
+    value: :math:`f` at the accepted point, or :math:`+\\infty` where the
+      search does not know it (and before the first search).
+    grad: :math:`\\nabla f` at the accepted point (a pytree like the params)
+      where ``value`` is finite, for searches that store it; else ``None``.
   """
 
   count: jax.Array
@@ -103,6 +123,8 @@ class LineSearchState(NamedTuple):
   num_grad_evals: jax.Array
   conditions_met: jax.Array
   num_trials: jax.Array
+  value: jax.Array
+  grad: Any
 
 
 def _work_dtype(params: Any) -> jnp.dtype:
@@ -118,13 +140,26 @@ def _work_dtype(params: Any) -> jnp.dtype:
   return max(dtypes, key=lambda d: jnp.finfo(d).bits)
 
 
-def _init(params: Any) -> LineSearchState:
-  zero = jnp.zeros((), jnp.int32)
-  return LineSearchState(zero, jnp.zeros((), _work_dtype(params)), zero, zero,
-                         jnp.asarray(False), zero)
+def _init_fn(store_grad: bool) -> Callable[[Any], LineSearchState]:
+  def init(params: Any) -> LineSearchState:
+    zero = jnp.zeros((), jnp.int32)
+    dtype = _work_dtype(params)
+    grad = jax.tree.map(jnp.zeros_like, params) if store_grad else None
+    return LineSearchState(zero, jnp.zeros((), dtype), zero, zero,
+                           jnp.asarray(False), zero,
+                           jnp.asarray(jnp.inf, dtype), grad)
+  return init
 
 
-def _advance(state, step, met, trials, fun_evals, grad_evals):
+def _like_params(tree, params):
+  """``tree`` (structured like ``params``) with each leaf in its dtype."""
+  return jax.tree.map(lambda t, p: jnp.asarray(t).astype(jnp.asarray(p).dtype),
+                      tree, params)
+
+
+def _advance(state, step, met, trials, fun_evals, grad_evals, value,
+             grad=None):
+  """The new state; ``value``/``grad`` at the accepted point (see doc)."""
   trials = jnp.asarray(trials, jnp.int32)
   return LineSearchState(
       count=optax.safe_increment(state.count),
@@ -132,7 +167,21 @@ def _advance(state, step, met, trials, fun_evals, grad_evals):
       num_fun_evals=state.num_fun_evals + jnp.asarray(fun_evals, jnp.int32),
       num_grad_evals=state.num_grad_evals + jnp.asarray(grad_evals, jnp.int32),
       conditions_met=jnp.asarray(met, bool),
-      num_trials=trials)
+      num_trials=trials,
+      value=jnp.asarray(value, state.value.dtype),
+      grad=None if state.grad is None else _like_params(grad, state.grad))
+
+
+def _known(step, phi0, grad, value, new_grad, accepted):
+  """``(value, grad)`` to store: the accepted trial's, the caller's for a
+  zero step, else ``+inf`` (unknown) with any grad."""
+  value = jnp.where(accepted, value,
+                    jnp.where(step == 0, phi0, jnp.inf))
+  if new_grad is None:
+    return value, None
+  grad = jax.tree.map(lambda a, b: jnp.where(accepted, a, b.astype(a.dtype)),
+                      new_grad, grad)
+  return value, grad
 
 
 def _move(params, step, direction):
@@ -172,10 +221,13 @@ def _not_nan(v):
   return jnp.where(jnp.isnan(v), jnp.inf, v)
 
 
-def _line(updates, params, value, grad, value_fn, extra_args, with_slope):
+def _line(updates, params, value, grad, value_fn, extra_args, with_slope,
+          with_pullback=False):
   """Returns ``(dtype, phi, phi(0), phi'(0))`` for the line ``params + a d``.
 
-  ``phi(a)`` is the value, or ``(value, slope)`` when ``with_slope``.
+  ``phi(a)`` is the value; ``(value, slope, grad f)`` when ``with_slope``;
+  ``(value, pullback)`` when ``with_pullback``, where ``pullback()`` is the
+  gradient of ``f`` at the trial (its backward pass, run only when called).
   """
   if params is None:
     raise ValueError("params: line searches need the current params; got None.")
@@ -186,7 +238,13 @@ def _line(updates, params, value, grad, value_fn, extra_args, with_slope):
 
     def phi(a):
       v, g = value_and_grad(_move(params, a, updates))
-      return _not_nan(jnp.asarray(v, dtype)), _slope(g, updates, dtype)
+      return _not_nan(jnp.asarray(v, dtype)), _slope(g, updates, dtype), g
+  elif with_pullback:
+
+    def phi(a):
+      v, vjp = jax.vjp(fn, _move(params, a, updates))
+      return (_not_nan(jnp.asarray(v, dtype)),
+              lambda: vjp(jnp.ones_like(v))[0])
   else:
 
     def phi(a):
@@ -205,12 +263,15 @@ def _first_trial(state, initial_step, reuse, factor, dtype):
                    initial)
 
 
+def _check_bool(name, value):
+  if not isinstance(value, bool):
+    raise TypeError(f"{name}: expected a bool; got {value!r}.")
+
+
 def _check_common(initial_step, max_steps, reuse_last_step):
   _checks.check_number("initial_step", initial_step, low=0.0)
   _checks.check_positive_int("max_steps", max_steps)
-  if not isinstance(reuse_last_step, bool):
-    raise TypeError("reuse_last_step: expected a bool; got "
-                    f"{reuse_last_step!r}.")
+  _check_bool("reuse_last_step", reuse_last_step)
 
 
 def backtracking_linesearch(
@@ -221,6 +282,7 @@ def backtracking_linesearch(
     reuse_last_step: bool = False,
     grow: float = 2.0,
     condition: str = "armijo",
+    store_grad: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Backtracking line search for sufficient decrease (Armijo or Goldstein).
 
@@ -240,7 +302,10 @@ def backtracking_linesearch(
   long.  With Armijo, ``lo`` stays 0 and this is plain backtracking.  On
   failure the step is ``lo`` (a step that met Armijo, or 0).
 
-  Each trial costs one evaluation of ``f`` and none of its gradient.
+  Each trial costs one evaluation of ``f`` and none of its gradient; with
+  ``store_grad`` the accepted trial's backward pass also runs (one gradient
+  evaluation per search), and the state keeps the gradient for the next
+  iteration (see the module docstring).
 
   Args:
     initial_step: first trial step, > 0.
@@ -254,11 +319,15 @@ def backtracking_linesearch(
     grow: factor >= 1 applied to a reused step, and (Goldstein, where it must
       be > 1) to a step that is too short.
     condition: ``"armijo"`` or ``"goldstein"``.
+    store_grad: keep :math:`\nabla f` at the accepted point in the state
+      (optax's ``store_grad``), for a caller whose ``f`` does not change
+      between iterations.
 
   Returns:
     The transformation; its state is a :class:`LineSearchState`.
   """
   _check_common(initial_step, max_steps, reuse_last_step)
+  _check_bool("store_grad", store_grad)
   _checks.check_number("shrink", shrink, low=0.0, high=1.0)
   goldstein = _checks.check_choice(
       "condition", condition, ("armijo", "goldstein")) == "goldstein"
@@ -268,33 +337,42 @@ def backtracking_linesearch(
   def update_fn(updates, state, params=None, *, value, grad, value_fn,
                 **extra_args):
     dtype, phi, phi0, dphi0 = _line(updates, params, value, grad, value_fn,
-                                    extra_args, with_slope=False)
+                                    extra_args, with_slope=False,
+                                    with_pullback=store_grad)
     c1_, shrink_, grow_ = (jnp.asarray(h, dtype) for h in (c1, shrink, grow))
     zero = jnp.zeros((), dtype)
 
     def body(carry):
-      i, alpha, lo, hi, _ = carry
-      value_a = phi(alpha)
+      i, alpha, lo, hi, _, _, grad_a = carry
+      if store_grad:
+        value_a, pullback = phi(alpha)
+      else:
+        value_a = phi(alpha)
       decrease = value_a <= phi0 + c1_ * alpha * dphi0
       long_enough = (value_a >= phi0 + (1 - c1_) * alpha * dphi0
                      if goldstein else jnp.asarray(True))
       done = decrease & long_enough
+      if store_grad:  # The backward pass runs for the accepted trial only.
+        grad_a = jax.lax.cond(done, pullback, lambda: grad_a)
       lo = jnp.where(decrease & ~long_enough, alpha, lo)
       hi = jnp.where(decrease, hi, alpha)
       trial = jnp.where(jnp.isfinite(hi), lo + shrink_ * (hi - lo),
                         grow_ * alpha)
-      return i + 1, jnp.where(done, alpha, trial), lo, hi, done
+      return (i + 1, jnp.where(done, alpha, trial), lo, hi, done, value_a,
+              grad_a)
 
     alpha0 = _first_trial(state, initial_step, reuse_last_step, grow, dtype)
     init = (jnp.zeros((), jnp.int32), alpha0, zero, jnp.asarray(jnp.inf, dtype),
-            jnp.asarray(False))
-    i, alpha, lo, _, done = jax.lax.while_loop(
+            jnp.asarray(False), phi0, state.grad)
+    i, alpha, lo, _, done, value_a, grad_a = jax.lax.while_loop(
         lambda c: ~c[4] & (c[0] < max_steps) & (dphi0 < 0), body, init)
     step = jnp.where(done, alpha, lo)
-    new_state = _advance(state, step, done, i, i, 0)
+    new_value, new_grad = _known(step, phi0, grad, value_a, grad_a, done)
+    new_state = _advance(state, step, done, i, i, jnp.where(done, 1, 0)
+                         if store_grad else 0, new_value, new_grad)
     return _scale(step, updates), new_state
 
-  return optax.GradientTransformationExtraArgs(_init, update_fn)
+  return optax.GradientTransformationExtraArgs(_init_fn(store_grad), update_fn)
 
 
 class _Zoom(NamedTuple):
@@ -310,6 +388,8 @@ class _Zoom(NamedTuple):
   hi_slope: jax.Array
   done: jax.Array
   stuck: jax.Array
+  value: jax.Array  # f and grad f at the latest trial
+  grad: Any
 
 
 def _interpolate(lo, f_lo, d_lo, hi, f_hi, d_hi):
@@ -343,6 +423,7 @@ def wolfe_linesearch(
     grow: float = 2.0,
     max_step: float | None = None,
     reuse_last_step: bool = False,
+    store_grad: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Line search for the strong Wolfe conditions, by bracketing and zoom.
 
@@ -376,6 +457,9 @@ def wolfe_linesearch(
     reuse_last_step: start from the previous accepted step (optax's
       ``initial_guess_strategy="keep"``) instead of ``initial_step``, except on
       the first search and after a failed one.
+    store_grad: keep :math:`\nabla f` at the accepted point in the state (the
+      last trial computed it; keeping it costs a copy of the gradient), for
+      a caller whose ``f`` does not change between iterations.
 
   Returns:
     The transformation; its state is a :class:`LineSearchState`.
@@ -384,6 +468,7 @@ def wolfe_linesearch(
     ValueError: if concrete ``c1`` and ``c2`` violate ``0 < c1 < c2 < 1``.
   """
   _check_common(initial_step, max_steps, reuse_last_step)
+  _check_bool("store_grad", store_grad)
   _checks.check_number("c1", c1, low=0.0, high=1.0)
   _checks.check_number("c2", c2, low=0.0, high=1.0)
   if (_checks.is_concrete(c1) and _checks.is_concrete(c2)
@@ -408,7 +493,7 @@ def wolfe_linesearch(
           zooming,
           _interpolate(c.lo, c.lo_value, c.lo_slope, c.hi, c.hi_value,
                        c.hi_slope), c.alpha)
-      value_t, slope_t = phi(trial)
+      value_t, slope_t, grad_t = phi(trial)
       too_high = (~(value_t <= phi0 + c1_ * trial * dphi0)
                   | (value_t >= c.lo_value))
       accept = ~too_high & (jnp.abs(slope_t) <= -c2_ * dphi0)
@@ -430,22 +515,26 @@ def wolfe_linesearch(
           jnp.abs(hi - lo) <= ulps * jnp.maximum(jnp.abs(hi), jnp.abs(lo)),
           new_lo & (trial >= cap))
       return _Zoom(c.i + 1, alpha, lo, lo_value, lo_slope, hi, hi_value,
-                   hi_slope, accept, stuck)
+                   hi_slope, accept, stuck, value_t,
+                   grad_t if store_grad else None)
 
     zero = jnp.zeros((), dtype)
     alpha0 = jnp.minimum(
         _first_trial(state, initial_step, reuse_last_step, 1.0, dtype), cap)
     init = _Zoom(jnp.zeros((), jnp.int32), alpha0, zero, phi0, dphi0,
                  jnp.asarray(jnp.inf, dtype), jnp.asarray(jnp.inf, dtype),
-                 zero, jnp.asarray(False), jnp.asarray(False))
+                 zero, jnp.asarray(False), jnp.asarray(False), phi0,
+                 state.grad)
     c = jax.lax.while_loop(
         lambda c: ~c.done & ~c.stuck & (c.i < max_steps) & (dphi0 < 0), body,
         init)
     step = jnp.where(c.done, c.alpha, c.lo)
-    new_state = _advance(state, step, c.done, c.i, c.i, c.i)
+    new_value, new_grad = _known(step, phi0, grad, c.value, c.grad, c.done)
+    new_state = _advance(state, step, c.done, c.i, c.i, c.i, new_value,
+                         new_grad)
     return _scale(step, updates), new_state
 
-  return optax.GradientTransformationExtraArgs(_init, update_fn)
+  return optax.GradientTransformationExtraArgs(_init_fn(store_grad), update_fn)
 
 
 def exact_linesearch(
@@ -505,7 +594,9 @@ def exact_linesearch(
     fallback = jnp.where(value_t < phi0, t, 0.0)
     step = jnp.where(met, -dphi0 / curvature, fallback)
     descent = dphi0 < 0
-    return jnp.where(descent, step, 0.0), met & descent, 1
+    step = jnp.where(descent, step, 0.0)
+    # The step is the model's minimiser, never evaluated: f there is unknown.
+    return step, met & descent, 1, jnp.where(step == 0, phi0, jnp.inf)
 
   def golden_section(phi, phi0, dphi0, t, dtype):
     r = jnp.asarray(2.0 - _GOLDEN, dtype)  # 1 / G**2 = 0.381966...
@@ -550,8 +641,9 @@ def exact_linesearch(
     c = jax.lax.while_loop(lambda c: found & wide(c) & (c[0] < max_steps),
                            section, c)
     i, _, mid, mid_value, _, _ = c
-    step = jnp.where(mid_value < phi0, mid, 0.0)
-    return step, found & ~wide(c), i
+    better = mid_value < phi0
+    return (jnp.where(better, mid, 0.0), found & ~wide(c), i,
+            jnp.where(better, mid_value, phi0))
 
   def update_fn(updates, state, params=None, *, value, grad, value_fn,
                 **extra_args):
@@ -559,14 +651,14 @@ def exact_linesearch(
                                     extra_args, with_slope=False)
     t = jnp.asarray(initial_step, dtype)
     if golden:
-      step, met, evals = golden_section(phi, phi0, dphi0, t, dtype)
+      step, met, evals, new_value = golden_section(phi, phi0, dphi0, t, dtype)
     else:
-      step, met, evals = quadratic(phi, phi0, dphi0, t)
+      step, met, evals, new_value = quadratic(phi, phi0, dphi0, t)
     step = jnp.asarray(step, dtype)
-    new_state = _advance(state, step, met, evals, evals, 0)
+    new_state = _advance(state, step, met, evals, evals, 0, new_value)
     return _scale(step, updates), new_state
 
-  return optax.GradientTransformationExtraArgs(_init, update_fn)
+  return optax.GradientTransformationExtraArgs(_init_fn(False), update_fn)
 
 
 def steepest_descent(
