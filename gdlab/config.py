@@ -278,8 +278,13 @@ def to_dict(cfg) -> dict:
   return conv(cfg)
 
 
+# libyaml's emitter where PyYAML was built with it: the same text, several
+# times faster (a sweep writes one config per run).
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump(cfg) -> str:
-  return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+  return yaml.dump(to_dict(cfg), Dumper=_DUMPER, sort_keys=False)
 
 
 def parse_value(text: str) -> Any:

@@ -22,6 +22,7 @@ order (steps, then epochs), when the run ends.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -72,13 +73,11 @@ def metric_lines(kind: str, rows: dict[str, np.ndarray],
                  start: int = 0) -> list[str]:
   """JSON lines for the rows ``start:`` of a dict of equal-length arrays."""
   keys = list(rows)
-  n = len(rows[keys[0]]) if keys else 0
-  lines = []
-  for i in range(start, n):
-    rec = {"kind": kind}
-    rec.update({k: _clean(rows[k][i]) for k in keys})
-    lines.append(json.dumps(rec))
-  return lines
+  # Column by column to Python scalars (one ``tolist`` each), then row by row.
+  columns = [[_clean(v) for v in np.asarray(rows[k][start:]).tolist()]
+             for k in keys]
+  return [json.dumps({"kind": kind, **dict(zip(keys, values))})
+          for values in zip(*columns)]
 
 
 def write_metrics(run_dir: str | os.PathLike, steps: dict,
@@ -142,16 +141,21 @@ def versions() -> dict[str, Any]:
       "backend": jax.default_backend(),
       "device": jax.devices()[0].device_kind,
       "device_count": jax.device_count(),
-      "git_commit": None,
+      "git_commit": _git_commit(),
   }
+  return out
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str | None:
+  """The commit of gdlab's checkout, if it is one (asked once a process)."""
   try:
-    out["git_commit"] = subprocess.run(
+    return subprocess.run(
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True,
         cwd=Path(__file__).resolve().parent, timeout=5,
         check=True).stdout.strip() or None
   except (OSError, subprocess.SubprocessError):
-    pass
-  return out
+    return None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -99,7 +99,7 @@ def group(runs: list[tuple[config_lib.RunConfig, dict]],
     blank = cfg
     for k in vkeys:
       blank = _set_raw(blank, k, None)
-    sig = config_lib.dump(dataclasses.replace(blank, name=""))
+    sig = repr(dataclasses.replace(blank, name=""))
     groups.setdefault(sig, (vkeys, []))[1].append((cfg, point))
   return list(groups.values())
 
