@@ -154,7 +154,7 @@ def test_divergent_step_size_stops_with_finite_parameters():
   run = loop.fit(obj, gradient_descent(5.0), (x, y), key=jax.random.PRNGKey(0),
                  criteria=stopping.Criteria(max_epochs=5000))
   assert run.stop_reason == "diverged"
-  assert bool(stopping.all_finite(run.params))
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(run.params))
   assert run.history.num_steps < 5000
   assert np.all(np.isfinite(run.history.steps["loss"][:-1]))
   # Without the growth test, the run goes on until the loss overflows.
@@ -162,7 +162,21 @@ def test_divergent_step_size_stops_with_finite_parameters():
                  criteria=stopping.Criteria(max_epochs=5000,
                                             divergence_factor=None))
   assert run.stop_reason == "diverged"
-  assert bool(stopping.all_finite(run.params))
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(run.params))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_all_finite_agrees_with_numpy(dtype):
+  big = np.finfo(dtype).max
+  tree = {"w": np.full((50, 40), big, dtype), "b": -np.full(7, big, dtype),
+          "n": np.arange(5, dtype=np.int32)}  # no overflow from finite values
+  check = jax.jit(stopping.all_finite)
+  assert bool(check(tree)) and bool(stopping.all_finite(tree))
+  for leaf in ("w", "b"):
+    for bad in (np.nan, np.inf, -np.inf):
+      broken = dict(tree, **{leaf: tree[leaf].copy()})
+      broken[leaf].flat[3] = bad
+      assert not bool(check(broken)) and not bool(stopping.all_finite(broken))
 
 
 @pytest.mark.parametrize("criteria,reason", [
