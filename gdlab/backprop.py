@@ -134,6 +134,28 @@ def value_and_grad(model: models.MLP, params, x: Array, y: Array,
   Returns:
     ``(C, grads)`` with ``grads`` shaped like ``params``.
   """
+  value, residuals = value_and_residuals(model, params, x, y, loss, reduction,
+                                         penalty, weights)
+  return value, grad_from_residuals(model, params, residuals, penalty)
+
+
+class Residuals(NamedTuple):
+  """What the backward pass needs from the forward pass."""
+  cache: Cache
+  d_out: Array  # dC/dz_L, the reduction's scale included
+
+
+def value_and_residuals(model: models.MLP, params, x: Array, y: Array,
+                        loss: str = "mse", reduction: str = "mean",
+                        penalty: losses_lib.Penalty | None = None,
+                        weights: Array | None = None
+                        ) -> tuple[Array, Residuals]:
+  """The forward half of :func:`value_and_grad`: ``(C, residuals)``.
+
+  Arguments as for :func:`value_and_grad`; :func:`grad_from_residuals` runs
+  the backward half.  Split so that a caller (a line search's trial) can
+  run the forward pass alone and the backward pass only when it needs it.
+  """
   loss_fn = losses_lib.get(loss)
   losses_lib.check_reduction(reduction)
   y_hat, cache = forward(model, params, x)
@@ -143,9 +165,16 @@ def value_and_grad(model: models.MLP, params, x: Array, y: Array,
   scale = losses_lib.reduction_scale(y_hat.shape[0], reduction, y_hat.dtype,
                                      weights)
   d_out = scale[:, None] * loss_fn.deriv(y_hat, y)
-  grads = backward(model, params, cache, d_out)
   if penalty is not None:
     value = value + losses_lib.penalty_value(params, penalty)
+  return value, Residuals(cache, d_out)
+
+
+def grad_from_residuals(model: models.MLP, params, residuals: Residuals,
+                        penalty: losses_lib.Penalty | None = None):
+  """The backward half of :func:`value_and_grad`: ``dC/dparams``."""
+  grads = backward(model, params, residuals.cache, residuals.d_out)
+  if penalty is not None:
     grads = jax.tree_util.tree_map(jnp.add, grads,
                                    losses_lib.penalty_grad(params, penalty))
-  return value, grads
+  return grads

@@ -361,8 +361,15 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
                          step_metrics=cfg.train.step_metrics)
     k_init, k_data = jax.random.split(key)
     template = program.init(k_data, objective.model.init(k_init), {})
-    carry = serialization.from_bytes(
-        template, (run_dir / results.CHECKPOINT).read_bytes())
+    try:
+      carry = serialization.from_bytes(
+          template, (run_dir / results.CHECKPOINT).read_bytes())
+    except (ValueError, KeyError, TypeError) as e:
+      raise config_lib.ConfigError(
+          f"--resume: the checkpoint in {str(run_dir)!r} does not hold this "
+          f"run's state (written by another version of gdlab, or for "
+          f"another model or optimizer): {e}. Start the run again in a new "
+          f"folder.") from e
     history = _history_from_folder(run_dir)
     if stopping.reason_name(carry.stop.reason) != "running":
       history.stop_reason = stopping.reason_name(carry.stop.reason)

@@ -3,8 +3,9 @@
 ``fit`` runs a whole training run as one compiled program, called once per
 *chunk* of epochs.  Inside a chunk everything happens on device: shuffling
 and batch selection from a ``jax.random`` key, the update steps
-(``lax.scan`` over the batches of an epoch, ``lax.scan`` over the epochs of a
-chunk), the stopping criteria (``gdlab.stopping``) and the per-epoch
+(``lax.while_loop`` over the batches of an epoch, a ``lax.cond`` for the one
+step of a full-batch epoch, ``lax.scan`` over the epochs of a chunk), the
+stopping criteria (``gdlab.stopping``) and the per-epoch
 evaluation on the training and test sets.  Between chunks the host reads the
 metrics, updates the progress display and calls ``on_chunk`` (to write logs
 and checkpoints): one round trip per chunk, none per step.
@@ -133,7 +134,8 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
           n_train: int, engine: str = "autodiff", chunk_epochs: int = 1,
           has_test: bool = False, record_params: bool = False,
           mesh: Mesh | None = None, eval_every: int = 1,
-          step_metrics: str = "all") -> Program:
+          step_metrics: str = "all",
+          reuse_search_point: bool | None = None) -> Program:
   """Builds the pure functions of a run.
 
   Args:
@@ -158,6 +160,10 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
     step_metrics: ``"all"`` logs the gradient and update norms of every
       step; ``"loss"`` skips them (NaN) unless a stopping criterion needs
       them, which saves two passes over the parameters per step.
+    reuse_search_point: take ``f`` and its gradient at the new parameters
+      from a line search that stored them (``gdlab.train.make_update``);
+      ``None`` for the full-batch regime, where every step sees the same
+      batch.  Sweeps turn it off: under ``vmap`` it saves nothing.
 
   Returns:
     A :class:`Program`.
@@ -169,6 +175,8 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
   _checks.check_choice("step_metrics", step_metrics, STEP_METRIC_CHOICES)
   _checks.check_positive_int("eval_every", eval_every)
   norms = step_metrics == "all" or criteria.needs_norms
+  reuse = (regime.kind == "full_batch" if reuse_search_point is None
+           else reuse_search_point)
 
   def init(key: Array, params, hparams) -> Carry:
     _, optimizer = setup(hparams)
@@ -183,11 +191,8 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
 
   def run_chunk(carry: Carry, data: Data, hparams):
     objective, optimizer = setup(hparams)
-    # Every full-batch step sees the same batch, so f and its gradient at
-    # the new point can come from a line search that stored them.
-    update_fn = train.make_update(
-        objective, optimizer, engine, norms=norms,
-        reuse_search_point=regime.kind == "full_batch")
+    update_fn = train.make_update(objective, optimizer, engine, norms=norms,
+                                  reuse_search_point=reuse)
     dtype = jax.tree_util.tree_leaves(carry.params)[0].dtype
     n_params = sum(p.size for p in jax.tree_util.tree_leaves(carry.params))
 
@@ -367,7 +372,9 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
     engine: ``"autodiff"`` or ``"manual"``.
     params: initial parameters (default: ``objective.model.init``).
     chunk_epochs: epochs per compiled call (default: about 20 chunks).
-    carry, history: a run's state and history to resume from.
+    carry, history: a run's state and history to resume from, on the same
+      data (in the full-batch regime, a line search's state may hold ``f``
+      and its gradient on the training set the run was trained on).
     on_chunk: called after every chunk with the carry and the history so far.
     progress: show a progress line (default: when stderr is a terminal).
     record_params: log every step's parameters (see :func:`build`).

@@ -149,9 +149,11 @@ def value_fn(objective: Objective, engine: str = "autodiff",
   whose backward pass is the hand-written backpropagation, so that a search
   that differentiates its trials (Wolfe, or backtracking with
   ``store_grad``) uses the same engine as the step.  Called without
-  differentiation, it runs the forward pass alone.
+  differentiation, it runs the forward pass alone; under ``jax.vjp`` the
+  hand-written forward pass runs at once and its backward pass only when
+  the pullback is called.
   """
-  grad_fn = value_and_grad_fn(objective, engine)  # Checks the engine.
+  value_and_grad_fn(objective, engine)  # Checks the engine and the model.
 
   def value(params):
     return objective.value(params, x, y, weights)
@@ -160,12 +162,17 @@ def value_fn(objective: Objective, engine: str = "autodiff",
     return value
 
   manual = jax.custom_vjp(value)
+  args = (objective.loss, objective.reduction, objective.penalty, weights)
 
   def forward(params):
-    value, grads = grad_fn(params, x, y, weights)
-    return value, grads
+    value, residuals = backprop.value_and_residuals(objective.model, params,
+                                                    x, y, *args)
+    return value, (params, residuals)
 
-  def backward(grads, cotangent):
+  def backward(saved, cotangent):
+    params, residuals = saved
+    grads = backprop.grad_from_residuals(objective.model, params, residuals,
+                                         objective.penalty)
     return (jax.tree.map(lambda g: (cotangent * g).astype(g.dtype), grads),)
 
   manual.defvjp(forward, backward)

@@ -129,8 +129,7 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
     for k in hkeys:
       cfg = _set_raw(cfg, k, h[k])
     return (experiment.build_objective(cfg, dataset),
-            experiment.build_optimizer(
-                cfg.optimizer, store_grad=cfg.train.regime == "full_batch"))
+            experiment.build_optimizer(cfg.optimizer))
 
   criteria = experiment.build_criteria(base.train)
   regime = experiment.build_regime(base.train)
@@ -148,7 +147,11 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
                        has_test=data.x_test is not None, record_params=record,
                        mesh=mesh if base.train.devices else None,
                        eval_every=base.train.eval_every,
-                       step_metrics=base.train.step_metrics)
+                       step_metrics=base.train.step_metrics,
+                       # Vmapped, the reuse's cond becomes a select that
+                       # evaluates anyway (and so would the backward pass of
+                       # a backtracking search that stores its gradient).
+                       reuse_search_point=False)
 
   # Pad the batch of runs to a multiple of the "runs" axis; padding repeats
   # the last run and is dropped.

@@ -82,28 +82,39 @@ def _optax_searches(state: Any) -> list[Any]:
 def optax_search_evals(state: Any) -> tuple[Array, Array]:
   """(function, gradient) evaluations of optax's line searches in the latest
   update: their state counts the steps of the latest search only.  A zoom
-  step evaluates the value and the gradient, a backtracking step the value."""
+  step evaluates the value and the gradient, a backtracking step the value;
+  a backtracking search with ``store_grad`` also takes the gradient of its
+  accepted step."""
   fun = grad = jnp.int32(0)
   for s in _optax_searches(state):
     n = jnp.asarray(s.info.num_linesearch_steps, jnp.int32)
     fun = fun + n
     if "curvature_error" in s.info._fields:
       grad = grad + n
+    elif getattr(s, "grad", None) is not None:
+      grad = grad + 1
   return fun, grad
 
 
 def stored_point(state: Any) -> tuple[Array, Any] | None:
   """``(value, grad)`` a line search stored at the point it moved to.
 
-  The last state in the tree with both fields (gdlab's searches, optax's
-  zoom search, and its backtracking search with ``store_grad``), or ``None``
-  when no search stores a gradient.  ``value`` is ``+inf`` or NaN where the
-  search did not know ``f`` there.
+  From the state of a search that keeps both fields (gdlab's searches,
+  optax's zoom search, and its backtracking search with ``store_grad``) and
+  is the optimizer's last transform: a transform after it (a scale, a
+  clipping, weight decay) changes the step, and the stored point is no
+  longer the new parameters.  ``None`` when there is no such search;
+  ``value`` is ``+inf`` or NaN where the search did not know ``f`` there.
   """
-  found = [s for s in _named_states(state)
-           if "value" in s._fields and "grad" in s._fields
-           and s.grad is not None]
-  return (found[-1].value, found[-1].grad) if found else None
+  states = list(_named_states(state))
+  for i in reversed(range(len(states))):
+    s = states[i]
+    if "value" in s._fields and "grad" in s._fields and s.grad is not None:
+      own = {id(t) for t in _named_states(s)}
+      if all(id(t) in own for t in states[i:]):
+        return s.value, s.grad
+      return None
+  return None
 
 
 def split_batch(batch) -> tuple[Array, Array, Array | None]:
@@ -205,10 +216,12 @@ def make_step(objective: Objective,
       none.
     reuse_search_point: take ``f`` and its gradient at ``params`` from the
       line search's state when the previous step's search stored them there
-      (see ``gdlab.optim.linesearch``), instead of evaluating them again.
-      Right only when every step sees the same batch (full-batch training):
-      the stored values belong to the previous step's batch.  Under ``vmap``
-      (sweeps) the choice becomes a select and both are computed.
+      (see ``gdlab.optim.linesearch``), instead of evaluating them again;
+      only from a search that is the optimizer's last transform (see
+      :func:`stored_point`).  Right only when every step sees the same batch
+      (full-batch training): the stored values belong to the previous
+      step's batch.  Under ``vmap`` (sweeps) the choice becomes a select
+      and both are computed, so there it saves nothing.
 
   Returns:
     The step function; see the module docstring for its metrics.

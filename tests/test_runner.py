@@ -155,6 +155,16 @@ def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
       results.read_metrics(tmp_path / "part")[0]["loss"])
 
 
+def test_resume_with_another_optimizer_is_a_clear_error(tmp_path):
+  exp = config.load(TINY)
+  cfg = config.apply_overrides(exp.base, {"train.max_epochs": 3})
+  experiment.run(cfg, tmp_path / "run", plots=False)
+  other = config.apply_overrides(cfg, {"optimizer.line_search": "wolfe"})
+  with pytest.raises(config.ConfigError, match=r"--resume: the checkpoint in "
+                     r".* does not hold this run's state"):
+    experiment.run(other, tmp_path / "run", resume=True, plots=False)
+
+
 def test_sigterm_leaves_a_valid_folder_and_resume_finishes(tmp_path):
   """A real SIGTERM to `gdlab run`, then `gdlab run --resume`."""
   out = tmp_path / "run"

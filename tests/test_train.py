@@ -351,28 +351,81 @@ def test_full_batch_steps_reuse_the_point_a_search_stored():
       runs[True, "autodiff"][1]["fun_evals"].sum()
 
 
-def test_manual_engine_drives_the_line_search_gradients(monkeypatch):
-  """With ``engine="manual"`` the Wolfe trials differentiate by the
-  hand-written backpropagation, not by ``jax.grad``."""
+def _run_steps(step, opt, params, batch, n):
+  state, logs = opt.init(params), []
+  for _ in range(n):
+    params, state, m = step(params, state, batch)
+    logs.append(m)
+  return params, {k: np.array([m[k] for m in logs]) for k in logs[0]}
+
+
+def test_reuse_only_from_a_search_that_is_the_last_transform():
+  """A transform after the search changes the step: nothing is reused, and
+  the run is the run without reuse."""
+  from gdlab import optim
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 6, 1), "tanh"), "mse")
+  params = obj.model.init(jax.random.PRNGKey(0))
+  opt = optax.chain(optim.steepest_descent(optim.wolfe_linesearch()),
+                    optax.scale(0.5))
+  runs = [_run_steps(train.make_step(obj, opt, reuse_search_point=r), opt,
+                     params, (x, y), 6) for r in (False, True)]
+  chex.assert_trees_all_close(runs[0][0], runs[1][0], rtol=1e-12)
+  np.testing.assert_array_equal(runs[0][1]["fun_evals"],
+                                runs[1][1]["fun_evals"])
+  assert train.stored_point(opt.init(params)) is None
+  assert train.stored_point(
+      optim.steepest_descent(optim.wolfe_linesearch()).init(params)) is not None
+
+
+def test_optax_backtracking_with_stored_gradient_is_counted_and_reused():
+  """optax's backtracking search with ``store_grad`` computes the gradient
+  of its accepted step: one gradient evaluation per step, and with reuse
+  none of the step's own after the first."""
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 6, 1), "tanh"), "mse")
+  params = obj.model.init(jax.random.PRNGKey(0))
+  opt = optax.chain(optax.scale(-1.0), optax.scale_by_backtracking_linesearch(
+      max_backtracking_steps=30, store_grad=True))
+  (p0, m0), (p1, m1) = [
+      _run_steps(train.make_step(obj, opt, reuse_search_point=r), opt, params,
+                 (x, y), 6) for r in (False, True)]
+  chex.assert_trees_all_close(p0, p1, rtol=1e-10)
+  np.testing.assert_array_equal(m0["grad_evals"], 2)
+  np.testing.assert_array_equal(m1["grad_evals"], [2, 1, 1, 1, 1, 1])
+  np.testing.assert_array_equal(m1["fun_evals"][1:], m0["fun_evals"][1:] - 1)
+
+
+@pytest.mark.parametrize("search", ["wolfe", "armijo_stored"])
+def test_manual_engine_drives_the_line_search_gradients(monkeypatch, search):
+  """With ``engine="manual"`` the searches' trials run the hand-written
+  passes, not ``jax.grad``: every forward and backward pass is counted, and
+  the counts are the step's ``fun_evals`` and ``grad_evals``."""
   from gdlab import backprop, optim
   x, y = _regression()
   obj = Objective(models.mlp((3, 5, 1), "tanh"), "mse")
   params = obj.model.init(jax.random.PRNGKey(1))
-  calls = []
-  real = backprop.value_and_grad
+  calls = {"forward": 0, "backward": 0}
+  for name in calls:
+    real = getattr(backprop, name)
 
-  def counted(*args, **kwargs):
-    calls.append(1)
-    return real(*args, **kwargs)
-
-  monkeypatch.setattr(backprop, "value_and_grad", counted)
-  opt = optim.steepest_descent(optim.wolfe_linesearch())
+    def counted(*args, real=real, name=name, **kwargs):
+      calls[name] += 1
+      return real(*args, **kwargs)
+    monkeypatch.setattr(backprop, name, counted)
+  search = (optim.wolfe_linesearch(initial_step=50.0) if search == "wolfe"
+            else optim.backtracking_linesearch(initial_step=50.0,
+                                               store_grad=True))
+  opt = optim.steepest_descent(search)
   step = train.make_step(obj, opt, "manual", jit=False)
+  state = opt.init(params)
   with jax.disable_jit():
-    _, state, m = step(params, opt.init(params), (x, y))
-  # The step's own gradient, then one per Wolfe trial.
-  assert len(calls) == 1 + int(optax.tree.get(state, "num_grad_evals"))
-  assert int(m["grad_evals"]) == len(calls)
+    for _ in range(2):
+      params, state, m = step(params, state, (x, y))
+      assert calls["backward"] == int(m["grad_evals"])
+      assert calls["forward"] == int(m["fun_evals"])
+      assert int(optax.tree.get(state, "num_trials")) > 1
+      calls.update(forward=0, backward=0)
 
 
 def test_optax_line_searches_are_counted():
