@@ -45,7 +45,7 @@ from gdlab.history import (EPOCH_METRICS, STEP_METRICS, History, Progress,
 from gdlab.data import batching
 from gdlab.parallel import (Mesh, batch_constraint, replicate, shard_data,
                             to_host)
-from gdlab.objective import Objective
+from gdlab.objective import Objective, value_grad_and_output_fn
 
 Array = jax.Array
 REGIMES = ("full_batch", "sgd", "minibatch")
@@ -195,10 +195,20 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
                                   reuse_search_point=reuse)
     dtype = jax.tree_util.tree_leaves(carry.params)[0].dtype
     n_params = sum(p.size for p in jax.tree_util.tree_leaves(carry.params))
+    # Full batch: the evaluation on the training set after an epoch and the
+    # next step's evaluation are at the same parameters on the same data,
+    # so one forward and backward pass serves both (the "point" carried
+    # from epoch to epoch), except where a line search stores the point.
+    fused = regime.kind == "full_batch" and not (
+        reuse and train.stored_point(carry.opt_state) is not None)
+    if fused:
+      point_fn = value_grad_and_output_fn(objective, engine)
+      full = shard_batch((data.x_train, data.y_train))
 
-    def one_step(c: Carry, batch_data):
+    def one_step(c: Carry, batch_data, point=None):
       """One update, applied unless it diverged; its metrics."""
-      updates, new_opt, m = update_fn(c.params, c.opt_state, batch_data)
+      updates, new_opt, m = update_fn(c.params, c.opt_state, batch_data,
+                                      point)
       steps = c.step + 1
       fun_evals = c.fun_evals + m["fun_evals"]
       grad_evals = c.grad_evals + m["grad_evals"]
@@ -240,7 +250,7 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
       log["active"] = jnp.zeros((steps_per_epoch,), bool)
       return log
 
-    def run_steps(c: Carry, batch_at):
+    def run_steps(c: Carry, batch_at, point=None):
       """The epoch's steps, until the run stops: a while loop, so that the
       steps after a stop cost nothing and the carry is updated in place."""
       def cond(state):
@@ -249,7 +259,7 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
 
       def body(state):
         i, c, log = state
-        c, m = one_step(c, batch_at(i))
+        c, m = one_step(c, batch_at(i), point)
         log = {k: v.at[i].set(m[k] if k != "active" else True)
                for k, v in log.items()}
         return i + 1, c, log
@@ -266,13 +276,33 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
       _, c, log = jax.lax.while_loop(cond, body, (0, c, empty_log()))
       return c, log
 
-    def one_epoch(c: Carry, _):
+    def train_metrics(params, last):
+      """``(point, (loss, accuracy))`` on the training set after an epoch;
+      the chunk's last epoch needs no gradient (no step follows)."""
+      def with_grad(p):
+        value, grads, y_hat = point_fn(p, *full)
+        acc = objective.accuracy(y_hat, full[1])
+        return (value, grads), jnp.asarray(acc, dtype)
+
+      def without(p):
+        value, acc = objective.metrics(p, *full)
+        return ((value, jax.tree_util.tree_map(jnp.zeros_like, p)),
+                jnp.asarray(acc, dtype))
+
+      (value, grads), acc = jax.lax.cond(last, without, with_grad, params)
+      return (value, grads), (value, acc)
+
+    def one_epoch(state, last):
+      c, point = state
       running_at_start = c.stop.reason == stopping.RUNNING
       key, sub = jax.random.split(c.key)
       c = c._replace(key=key)
-      if regime.kind == "full_batch":
-        full = shard_batch((data.x_train, data.y_train))
-        c, m = run_steps(c, lambda i: full)
+      if fused:
+        c, m = run_steps(c, lambda i: full, point)
+        point, trained = train_metrics(c.params, last)
+      elif regime.kind == "full_batch":
+        full_batch = shard_batch((data.x_train, data.y_train))
+        c, m = run_steps(c, lambda i: full_batch)
       else:
         idx, mask = batching.epoch_batches(sub, n_train, batch,
                                            regime.remainder)
@@ -293,8 +323,8 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
       c = c._replace(epoch=epoch, stop=c.stop._replace(reason=reason))
 
       def evaluate(params):
-        train_loss, train_acc = objective.metrics(params, data.x_train,
-                                                  data.y_train)
+        train_loss, train_acc = (trained if fused else objective.metrics(
+            params, data.x_train, data.y_train))
         if has_test:
           test_loss, test_acc = objective.metrics(params, data.x_test,
                                                   data.y_test)
@@ -318,10 +348,15 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
            "grad_evals": c.grad_evals, "active": running_at_start}
       e = {k: (jnp.asarray(v, dtype) if k in EPOCH_METRICS else v)
            for k, v in e.items()}
-      return c, (e, m)
+      return (c, point), (e, m)
 
-    carry, (epochs, steps) = jax.lax.scan(one_epoch, carry, None,
-                                          length=chunk_epochs)
+    point = None
+    if fused:  # f and its gradient where the chunk starts.
+      value, grads, _ = point_fn(carry.params, *full)
+      point = (value, grads)
+    last = jnp.arange(chunk_epochs) == chunk_epochs - 1
+    (carry, _), (epochs, steps) = jax.lax.scan(one_epoch, (carry, point),
+                                               last)
     # (chunk_epochs, steps_per_epoch) -> one row per step.
     steps = jax.tree_util.tree_map(
         lambda v: v.reshape((-1,) + v.shape[2:]), steps)

@@ -78,7 +78,11 @@ class Objective:
   def metrics(self, params, x: Array, y: Array) -> tuple[Array, Array]:
     """``(C, accuracy)`` on a data set (accuracy NaN for regression)."""
     value, y_hat = self.value_and_output(params, x, y)
-    return value, losses_lib.accuracy(y_hat, y, self.loss)
+    return value, self.accuracy(y_hat, y)
+
+  def accuracy(self, y_hat: Array, y: Array) -> Array:
+    """The fraction of records classified correctly (NaN for regression)."""
+    return losses_lib.accuracy(y_hat, y, self.loss)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +122,11 @@ class FunctionObjective:
     value = self.value(params)
     return value, jnp.full((), jnp.nan, value.dtype)
 
+  def accuracy(self, y_hat=None, y=None) -> Array:
+    """NaN: a function has no records to classify."""
+    del y_hat, y
+    return jnp.full((), jnp.nan)
+
 
 def value_and_grad_fn(objective: Objective,
                       engine: str = "autodiff") -> Callable[..., Any]:
@@ -136,6 +145,32 @@ def value_and_grad_fn(objective: Objective,
                                    objective.penalty, weights)
   # Fail at construction, not at the first step, for models it cannot handle.
   backprop._check_model(objective.model)  # pylint: disable=protected-access
+  return manual
+
+
+def value_grad_and_output_fn(objective: Objective,
+                             engine: str = "autodiff") -> Callable[..., Any]:
+  """The engine's ``(params, x, y) -> (C, grads, y_hat)`` on unweighted data.
+
+  One forward and one backward pass give the objective, its gradient and the
+  model's output (for the accuracy); ``y_hat`` is ``None`` for a function
+  objective.
+  """
+  value_and_grad_fn(objective, engine)  # Checks the engine and the model.
+  if engine == "autodiff":
+    def autodiff(params, x, y):
+      (value, y_hat), grads = jax.value_and_grad(
+          objective.value_and_output, has_aux=True)(params, x, y)
+      return value, grads, y_hat
+    return autodiff
+
+  def manual(params, x, y):
+    value, residuals = backprop.value_and_residuals(
+        objective.model, params, x, y, objective.loss, objective.reduction,
+        objective.penalty)
+    grads = backprop.grad_from_residuals(objective.model, params, residuals,
+                                         objective.penalty)
+    return value, grads, residuals.cache.z[-1]
   return manual
 
 

@@ -131,10 +131,12 @@ def make_update(objective: Objective,
                 engine: str = "autodiff",
                 norms: bool = True,
                 reuse_search_point: bool = False) -> Callable[..., Any]:
-  """The step without its last line: ``(params, opt_state, batch) ->
-  (updates, opt_state, metrics)``, for loops that apply the updates
-  themselves (``gdlab.loop`` applies them only when the step did not
-  diverge).  Arguments as for :func:`make_step`."""
+  """The step without its last line: ``(params, opt_state, batch,
+  point=None) -> (updates, opt_state, metrics)``, for loops that apply the
+  updates themselves (``gdlab.loop`` applies them only when the step did not
+  diverge).  ``point``: ``(f, grad f)`` at ``params`` on the batch, when the
+  caller has them (it is then the step's evaluation).  Arguments as for
+  :func:`make_step`."""
   value_and_grad = value_and_grad_fn(objective, engine)
   if not isinstance(optimizer, optax.GradientTransformation):
     raise TypeError("optimizer: expected an optax GradientTransformation; "
@@ -163,9 +165,12 @@ def make_update(objective: Objective,
     value, grads = jax.lax.cond(known, from_state, engine, None)
     return value, grads, jnp.where(known, 0, 1).astype(jnp.int32)
 
-  def step(params, opt_state, batch):
+  def step(params, opt_state, batch, point=None):
     x, y, weights = split_batch(batch)
-    value, grads, fresh = evaluate(params, opt_state, x, y, weights)
+    if point is None:
+      value, grads, fresh = evaluate(params, opt_state, x, y, weights)
+    else:  # The caller evaluated f and its gradient at params on the batch.
+      (value, grads), fresh = point, jnp.int32(1)
     fun_before, grad_before = search_evals(opt_state)
     updates, opt_state = update(
         grads, opt_state, params, value=value, grad=grads,

@@ -97,6 +97,39 @@ def test_fit_engines_give_the_same_trajectory(regime):
   assert list(h1.epochs["epoch"]) == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("engine", ["autodiff", "manual"])
+@pytest.mark.parametrize("chunk_epochs", [1, 3, 7])
+def test_full_batch_fit_matches_a_plain_loop(engine, chunk_epochs):
+  """A full-batch run's steps and per-epoch metrics against a Python loop of
+  ``make_step`` and ``Objective.metrics``: the loop shares one evaluation
+  between an epoch's metrics and the next step, over chunk boundaries."""
+  x, y = _classification()
+  obj = Objective(models.mlp((2, 5, 1), "tanh"), "binary_cross_entropy",
+                  "mean", Penalty("l2", 1e-3))
+  params = obj.model.init(jax.random.PRNGKey(3))
+  opt = gradient_descent(0.5)
+  run = loop.fit(obj, opt, (x, y, x[:30], y[:30]), key=jax.random.PRNGKey(0),
+                 params=params, engine=engine, chunk_epochs=chunk_epochs,
+                 criteria=stopping.Criteria(max_epochs=8))
+  step = train.make_step(obj, opt, engine)
+  state, losses, train_metrics, test_metrics = opt.init(params), [], [], []
+  for _ in range(8):
+    params, state, m = step(params, state, (x, y))
+    losses.append(m["loss"])
+    train_metrics.append(obj.metrics(params, x, y))
+    test_metrics.append(obj.metrics(params, x[:30], y[:30]))
+  e = run.history.epochs
+  np.testing.assert_allclose(run.history.steps["loss"], losses, rtol=1e-12)
+  np.testing.assert_allclose(e["train_loss"], [m[0] for m in train_metrics],
+                             rtol=1e-12)
+  np.testing.assert_allclose(e["train_accuracy"],
+                             [m[1] for m in train_metrics])
+  np.testing.assert_allclose(e["test_loss"], [m[0] for m in test_metrics],
+                             rtol=1e-12)
+  np.testing.assert_array_equal(run.history.steps["fun_evals"], 1)
+  chex.assert_trees_all_close(run.params, params, rtol=1e-12)
+
+
 def test_padded_last_batch_is_the_mean_over_its_real_records():
   x, y = _regression(n=7)
   obj = Objective(models.linear_regression(3), "mse")
