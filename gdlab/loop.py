@@ -156,7 +156,10 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
     eval_every: evaluate the loss and accuracy on the whole training and test
       sets every this many epochs (and at the last one); the other epochs log
       NaN.  The evaluation is a forward pass over the data sets, a fifth of
-      a mini-batch epoch's time or more.
+      a mini-batch epoch's time or more.  In the full-batch regime the
+      training set's evaluation shares its forward and backward pass with
+      the next step (at the cost of keeping that gradient from one epoch to
+      the next), so only the test set's follows ``eval_every``.
     step_metrics: ``"all"`` logs the gradient and update norms of every
       step; ``"loss"`` skips them (NaN) unless a stopping criterion needs
       them, which saves two passes over the parameters per step.
@@ -276,7 +279,7 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
       _, c, log = jax.lax.while_loop(cond, body, (0, c, empty_log()))
       return c, log
 
-    def train_metrics(params, last):
+    def train_metrics(params, last, point):
       """``(point, (loss, accuracy))`` on the training set after an epoch;
       the chunk's last epoch needs no gradient (no step follows)."""
       def with_grad(p):
@@ -286,7 +289,9 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
 
       def without(p):
         value, acc = objective.metrics(p, *full)
-        return ((value, jax.tree_util.tree_map(jnp.zeros_like, p)),
+        # Zeros shaped like the engine's gradient, whose dtypes can differ
+        # from the params' (the manual engine promotes mixed dtypes).
+        return ((value, jax.tree_util.tree_map(jnp.zeros_like, point[1])),
                 jnp.asarray(acc, dtype))
 
       (value, grads), acc = jax.lax.cond(last, without, with_grad, params)
@@ -299,7 +304,7 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
       c = c._replace(key=key)
       if fused:
         c, m = run_steps(c, lambda i: full, point)
-        point, trained = train_metrics(c.params, last)
+        point, trained = train_metrics(c.params, last, point)
       elif regime.kind == "full_batch":
         full_batch = shard_batch((data.x_train, data.y_train))
         c, m = run_steps(c, lambda i: full_batch)

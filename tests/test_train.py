@@ -130,6 +130,23 @@ def test_full_batch_fit_matches_a_plain_loop(engine, chunk_epochs):
   chex.assert_trees_all_close(run.params, params, rtol=1e-12)
 
 
+def test_full_batch_fit_with_mixed_dtype_params():
+  """A float32 layer among float64 ones: both engines train (the manual
+  engine's gradient comes out in the wider dtype) and agree."""
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 4, 1), "tanh"), "mse")
+  params = obj.model.init(jax.random.PRNGKey(0))
+  params["w"][1] = params["w"][1].astype(jnp.float32)
+  runs = [loop.fit(obj, gradient_descent(0.1), (x, y), params=params,
+                   key=jax.random.PRNGKey(0), engine=engine, chunk_epochs=3,
+                   criteria=stopping.Criteria(max_epochs=6))
+          for engine in ("autodiff", "manual")]
+  for run in runs:
+    assert run.params["w"][1].dtype == jnp.float32
+  np.testing.assert_allclose(runs[0].history.epochs["train_loss"],
+                             runs[1].history.epochs["train_loss"], rtol=1e-6)
+
+
 def test_padded_last_batch_is_the_mean_over_its_real_records():
   x, y = _regression(n=7)
   obj = Objective(models.linear_regression(3), "mse")
