@@ -204,9 +204,10 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
     # from epoch to epoch), except where a line search stores the point.
     fused = regime.kind == "full_batch" and not (
         reuse and train.stored_point(carry.opt_state) is not None)
+    if regime.kind == "full_batch":
+      full = shard_batch((data.x_train, data.y_train))
     if fused:
       point_fn = value_grad_and_output_fn(objective, engine)
-      full = shard_batch((data.x_train, data.y_train))
 
     def one_step(c: Carry, batch_data, point=None):
       """One update, applied unless it diverged; its metrics."""
@@ -302,12 +303,10 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
       running_at_start = c.stop.reason == stopping.RUNNING
       key, sub = jax.random.split(c.key)
       c = c._replace(key=key)
-      if fused:
-        c, m = run_steps(c, lambda i: full, point)
-        point, trained = train_metrics(c.params, last, point)
-      elif regime.kind == "full_batch":
-        full_batch = shard_batch((data.x_train, data.y_train))
-        c, m = run_steps(c, lambda i: full_batch)
+      if regime.kind == "full_batch":
+        c, m = run_steps(c, lambda i: full, point)  # point: None unless fused
+        if fused:
+          point, trained = train_metrics(c.params, last, point)
       else:
         idx, mask = batching.epoch_batches(sub, n_train, batch,
                                            regime.remainder)
