@@ -1,88 +1,64 @@
-"""The training loop, compiled: epochs of steps on device, in chunks.
+"""The training loop, compiled once: epochs of steps on device, in chunks.
 
 ``fit`` runs a whole training run as one compiled program, called once per
 *chunk* of epochs.  Inside a chunk everything happens on device: shuffling
 and batch selection from a ``jax.random`` key, the update steps
 (``lax.while_loop`` over the batches of an epoch, a ``lax.cond`` for the one
 step of a full-batch epoch, ``lax.scan`` over the epochs of a chunk), the
-stopping criteria (``gdlab.stopping``) and the per-epoch
-evaluation on the training and test sets.  Between chunks the host reads the
-metrics, updates the progress display and calls ``on_chunk`` (to write logs
-and checkpoints): one round trip per chunk, none per step.
+stopping criteria (``gdlab.stopping``) and the per-epoch evaluation on the
+training and test sets.  Between chunks the host reads the metrics, updates
+the progress display and calls ``on_chunk`` (to write logs and
+checkpoints): one round trip per chunk, none per step.
 
-Data regimes (``Regime``):
+Compiled once.  Everything that shapes the program is a :class:`Plan`
+(objective, the optimizer's recipe, regime, criteria, engine, sizes, what
+to log); the optimizer's numeric hyperparameters (``gdlab.optim.hyperparams``)
+and the data are arguments.  Programs are kept by plan and argument shapes,
+so a second ``fit`` of the same structure, with another learning rate or
+other data of the same shape, compiles nothing.  ``gdlab.sweep`` runs the
+same chunk function ``vmap``-ped over hyperparameters and seeds.
 
-* ``"full_batch"``: one update per epoch on all ``n`` records (the gradient
-  is their mean or sum, as the objective's reduction says);
-* ``"sgd"``: one record per update, ``n`` updates per epoch, records
-  reshuffled every epoch;
-* ``"minibatch"``: ``batch_size`` records per update, reshuffled every epoch;
-  the last partial batch is dropped (``remainder="drop"``) or padded and
-  masked out (``remainder="pad"``, so every record is used once per epoch and
-  the partial batch's loss is the mean or sum over its real records).
-
-Once a run stops, the remaining steps of its chunk are skipped (their metrics
-are marked inactive and dropped from the history).  The same program, vmapped
-over hyperparameters and seeds, runs sweeps (``gdlab.sweep``).
+The data regimes are those of :class:`gdlab.data.batching.Regime`.  Once a
+run stops, the remaining steps of its chunk are skipped (their metrics are
+marked inactive and dropped from the history).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import math
 import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gdlab import _checks
+from gdlab import compilation_cache
 from gdlab import stopping
 from gdlab import train
+from gdlab.data import batching
+from gdlab.data.batching import Regime
 from gdlab.history import (EPOCH_METRICS, STEP_METRICS, History, Progress,
                            append_chunk, empty_history)
-from gdlab.data import batching
+from gdlab.objective import Objective, engine as make_engine
+from gdlab.optim import accounting
+from gdlab.optim import hyperparams
 from gdlab.parallel import (Mesh, batch_constraint, replicate, shard_data,
                             to_host)
-from gdlab.objective import Objective, value_grad_and_output_fn
 
 Array = jax.Array
-REGIMES = ("full_batch", "sgd", "minibatch")
+REGIMES = batching.REGIMES
 STEP_METRIC_CHOICES = ("all", "loss")
+_INT_METRICS = ("fun_evals", "grad_evals")
 
-
-@dataclasses.dataclass(frozen=True)
-class Regime:
-  """How records are grouped into updates; see the module docstring."""
-  kind: str = "full_batch"
-  batch_size: int | None = None
-  remainder: str = "drop"
-
-  def __post_init__(self):
-    _checks.check_choice("regime", self.kind, REGIMES)
-    _checks.check_choice("remainder", self.remainder, batching.REMAINDERS)
-    if self.kind == "minibatch":
-      if self.batch_size is None:
-        raise ValueError("batch_size: the 'minibatch' regime needs a batch "
-                         "size (an integer >= 1); got None.")
-      _checks.check_positive_int("batch_size", self.batch_size)
-
-  def size(self, n: int) -> int:
-    """Records per update for a training set of ``n`` records."""
-    if self.kind == "full_batch":
-      return n
-    if self.kind == "sgd":
-      return 1
-    if self.batch_size > n:
-      raise ValueError(f"batch_size: expected an integer in [1, n] with "
-                       f"n={n} training records; got {self.batch_size}.")
-    return self.batch_size
-
-  def steps_per_epoch(self, n: int) -> int:
-    if self.kind == "full_batch":
-      return 1
-    return batching.num_batches(n, self.size(n), self.remainder)
+__all__ = ["Carry", "Data", "FitResult", "Plan", "Regime", "as_data",
+           "default_chunk_epochs", "fit", "initial_carry", "make_plan",
+           "run_chunk", "run_keys"]
 
 
 class Data(NamedTuple):
@@ -119,47 +95,66 @@ class Carry(NamedTuple):
   grad_evals: Array
 
 
-Setup = Callable[[Any], tuple[Objective, optax.GradientTransformation]]
+class Point(NamedTuple):
+  """``f`` and its gradient at the current parameters on the full batch."""
+  value: Array
+  grads: Any
 
 
-class Program(NamedTuple):
-  """A run's compiled pieces: ``init`` and ``run_chunk`` (both pure)."""
-  init: Callable[..., Carry]
-  run_chunk: Callable[..., tuple[Carry, dict, dict]]
-  steps_per_epoch: int
+class Plan(NamedTuple):
+  """What shapes a run's program (hashable: the compiled programs' key).
+
+  Attributes:
+    objective: the objective (model, loss, reduction, penalty).
+    optimizer: the optimizer's recipe (``gdlab.optim.hyperparams``); its
+      numbers are an argument of the program.
+    regime, criteria, engine: see :func:`fit`.
+    n_train: the number of training records.
+    chunk_epochs: epochs per call of the chunk program.
+    has_test: whether the data carry a test set.
+    record_params: log every step's parameters (flattened).
+    mesh: the data-parallel mesh, or ``None``.
+    eval_every: evaluate on the whole data sets every this many epochs.
+    norms: compute the gradient and update norms of every step.
+    reuse: take ``f`` and its gradient from a line search that stored them.
+    strength_input: the penalty's strength is a number of the program
+      (sweeps over ``loss.strength``), not the objective's.
+  """
+  objective: Any
+  optimizer: Any
+  regime: Regime
+  criteria: stopping.Criteria
+  engine: str
+  n_train: int
   chunk_epochs: int
+  has_test: bool
+  record_params: bool
+  mesh: Mesh | None
+  eval_every: int
+  norms: bool
+  reuse: bool
+  strength_input: bool = False
 
 
-def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
-          n_train: int, engine: str = "autodiff", chunk_epochs: int = 1,
-          has_test: bool = False, record_params: bool = False,
-          mesh: Mesh | None = None, eval_every: int = 1,
-          step_metrics: str = "all",
-          reuse_search_point: bool | None = None) -> Program:
-  """Builds the pure functions of a run.
+def make_plan(objective, optimizer, regime: Regime, criteria:
+              stopping.Criteria, *, n_train: int, engine: str = "autodiff",
+              chunk_epochs: int = 1, has_test: bool = False,
+              record_params: bool = False, mesh: Mesh | None = None,
+              eval_every: int = 1, step_metrics: str = "all",
+              reuse_search_point: bool | None = None,
+              strength_input: bool = False) -> tuple[Plan, dict]:
+  """The plan of a run and the numbers its program takes.
 
   Args:
-    setup: ``hparams -> (objective, optimizer)``; ``hparams`` is a pytree of
-      numbers that may be traced (vmapped in sweeps).
-    regime: the data regime.
-    criteria: the stopping criteria.
-    n_train: the number of training records (static).
-    engine: the gradient engine.
-    chunk_epochs: epochs per call of ``run_chunk``.
-    has_test: whether ``Data`` carries a test set.
-    record_params: log the parameters ``x_k`` (flattened) of every step under
-      the step metric ``"params"``: for small problems such as the 2-D test
-      functions, whose trajectories are plotted.
-    mesh: a device mesh with a ``"data"`` axis for data parallelism: every
-      batch is sharded along its records over that axis (see
-      ``gdlab.parallel``).
-    eval_every: evaluate the loss and accuracy on the whole training and test
-      sets every this many epochs (and at the last one); the other epochs log
-      NaN.  The evaluation is a forward pass over the data sets, a fifth of
-      a mini-batch epoch's time or more.  In the full-batch regime the
-      training set's evaluation shares its forward and backward pass with
-      the next step (at the cost of keeping that gradient from one epoch to
-      the next), so only the test set's follows ``eval_every``.
+    objective, optimizer: the objective and any optax transformation.
+    regime, criteria, engine, n_train, chunk_epochs, has_test,
+      record_params, mesh: see :class:`Plan` and :func:`fit`.
+    eval_every: evaluate the loss and accuracy on the whole training and
+      test sets every this many epochs (and at the last one); the other
+      epochs log NaN.  In the full-batch regime the training set's
+      evaluation shares its forward and backward pass with the next step
+      (at the cost of keeping that gradient from one epoch to the next), so
+      only the test set's follows ``eval_every``.
     step_metrics: ``"all"`` logs the gradient and update norms of every
       step; ``"loss"`` skips them (NaN) unless a stopping criterion needs
       them, which saves two passes over the parameters per step.
@@ -167,206 +162,430 @@ def build(setup: Setup, regime: Regime, criteria: stopping.Criteria, *,
       from a line search that stored them (``gdlab.train.make_update``);
       ``None`` for the full-batch regime, where every step sees the same
       batch.  Sweeps turn it off: under ``vmap`` it saves nothing.
+    strength_input: see :class:`Plan`.
 
   Returns:
-    A :class:`Program`.
+    ``(plan, numbers)``.
   """
-  batch = regime.size(n_train)
-  steps_per_epoch = regime.steps_per_epoch(n_train)
-  pad = regime.kind == "minibatch" and regime.remainder == "pad"
-  shard_batch = batch_constraint(mesh, regime, batch)
   _checks.check_choice("step_metrics", step_metrics, STEP_METRIC_CHOICES)
   _checks.check_positive_int("eval_every", eval_every)
-  norms = step_metrics == "all" or criteria.needs_norms
+  _checks.check_positive_int("chunk_epochs", chunk_epochs)
+  _checks.check_choice("engine", engine, ("autodiff", "manual"))
+  make_engine(objective, engine)  # Fails now for a model it cannot handle.
+  recipe, numbers = hyperparams.split(optimizer)
+  numbers = {"optimizer": numbers}
+  if strength_input:
+    numbers["strength"] = objective.penalty.strength
+  regime.steps_per_epoch(n_train)  # Checks the batch size against n.
   reuse = (regime.kind == "full_batch" if reuse_search_point is None
            else reuse_search_point)
+  plan = Plan(objective, recipe, regime, criteria, engine, n_train,
+              chunk_epochs, has_test, record_params, mesh, eval_every,
+              step_metrics == "all" or criteria.needs_norms, reuse,
+              strength_input)
+  return plan, numbers
 
-  def init(key: Array, params, hparams) -> Carry:
-    _, optimizer = setup(hparams)
-    dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    zero = jnp.int32(0)
-    return Carry(params, optimizer.init(params), stopping.init(dtype), key,
-                 zero, zero, zero, zero)
 
-  def flat(params):
-    return jnp.concatenate([jnp.ravel(p) for p in
-                            jax.tree_util.tree_leaves(params)])
+def run_keys(key: Array) -> tuple[Array, Array]:
+  """``(initialisation key, data key)`` of a run's key: the one split rule."""
+  k_init, k_data = jax.random.split(key)
+  return k_init, k_data
 
-  def run_chunk(carry: Carry, data: Data, hparams):
-    objective, optimizer = setup(hparams)
-    update_fn = train.make_update(objective, optimizer, engine, norms=norms,
-                                  reuse_search_point=reuse)
-    dtype = jax.tree_util.tree_leaves(carry.params)[0].dtype
-    n_params = sum(p.size for p in jax.tree_util.tree_leaves(carry.params))
-    # Full batch: the evaluation on the training set after an epoch and the
-    # next step's evaluation are at the same parameters on the same data,
-    # so one forward and backward pass serves both (the "point" carried
-    # from epoch to epoch), except where a line search stores the point.
-    fused = regime.kind == "full_batch" and not (
-        reuse and train.stored_point(carry.opt_state) is not None)
-    if regime.kind == "full_batch":
-      full = shard_batch((data.x_train, data.y_train))
-    if fused:
-      point_fn = value_grad_and_output_fn(objective, engine)
 
-    def one_step(c: Carry, batch_data, point=None):
-      """One update, applied unless it diverged; its metrics."""
-      updates, new_opt, m = update_fn(c.params, c.opt_state, batch_data,
-                                      point)
-      steps = c.step + 1
-      fun_evals = c.fun_evals + m["fun_evals"]
-      grad_evals = c.grad_evals + m["grad_evals"]
-      if norms:
-        # A finite update of finite parameters gives finite parameters
-        # (short of overflowing the float range, which the growth test
-        # catches long before).
-        finite = jnp.isfinite(m["update_norm"])
-      else:
-        finite = stopping.all_finite(updates)
-      diverged, stop = stopping.check(
-          criteria, c.stop, loss=m["loss"],
-          grad_norm=m["grad_norm"] if norms else None,
-          update_norm=m["update_norm"] if norms else None,
-          new_params_finite=finite, steps=steps, grad_evals=grad_evals)
-      # A diverged update is not applied; the select rides along with the
-      # addition, in the same pass over the parameters.
-      params = jax.tree_util.tree_map(
-          lambda p, u: jnp.where(diverged, p, p + u.astype(p.dtype)),
-          c.params, updates)
-      opt_state = jax.tree_util.tree_map(
-          lambda new, old: jnp.where(diverged, old, new), new_opt,
-          c.opt_state)
-      m = {k: jnp.asarray(m[k], jnp.int32 if k in ("fun_evals", "grad_evals")
-                          else dtype) for k in STEP_METRICS}
-      if record_params:
-        m["params"] = flat(c.params)
-      c = Carry(params, opt_state, stop, c.key, c.epoch, steps, fun_evals,
-                grad_evals)
-      return c, m
+def initial_carry(objective, optimizer, key: Array, params=None) -> Carry:
+  """A run's carry before its first step.
 
-    def empty_log():
-      log = {k: (jnp.zeros((steps_per_epoch,), jnp.int32)
-                 if k in ("fun_evals", "grad_evals")
-                 else jnp.full((steps_per_epoch,), jnp.nan, dtype))
-             for k in STEP_METRICS}
-      if record_params:
-        log["params"] = jnp.full((steps_per_epoch, n_params), jnp.nan, dtype)
-      log["active"] = jnp.zeros((steps_per_epoch,), bool)
-      return log
+  ``key`` is the run's key (:func:`run_keys` splits it); ``params`` default
+  to ``objective.model.init`` of the initialisation key.
+  """
+  k_init, k_data = run_keys(key)
+  if params is None:
+    params = objective.model.init(k_init)
+  dtype = jax.tree_util.tree_leaves(params)[0].dtype
+  zero = jnp.int32(0)
+  return Carry(params, optimizer.init(params), stopping.init(dtype), k_data,
+               zero, zero, zero, zero)
 
-    def run_steps(c: Carry, batch_at, point=None):
-      """The epoch's steps, until the run stops: a while loop, so that the
-      steps after a stop cost nothing and the carry is updated in place."""
-      def cond(state):
-        i, c, _ = state
-        return (i < steps_per_epoch) & (c.stop.reason == stopping.RUNNING)
 
-      def body(state):
-        i, c, log = state
-        c, m = one_step(c, batch_at(i), point)
-        log = {k: v.at[i].set(m[k] if k != "active" else True)
-               for k, v in log.items()}
-        return i + 1, c, log
+# ----------------------------------------------------------------------------
+# The program: small pure functions over named carries.
 
-      if steps_per_epoch == 1:
-        # Full batch: one step under a cond.  Cheaper than a while loop of
-        # one iteration, above all under vmap (sweeps), where the while
-        # loop's batched predicate selects the whole carry after the step.
-        def only_step(c):
-          return body((0, c, empty_log()))[1:]
 
-        return jax.lax.cond(c.stop.reason == stopping.RUNNING, only_step,
-                            lambda c: (c, empty_log()), c)
-      _, c, log = jax.lax.while_loop(cond, body, (0, c, empty_log()))
-      return c, log
+class Pieces(NamedTuple):
+  """What one trace of the program works with (built by :func:`pieces`)."""
+  plan: Plan
+  objective: Any
+  update: Callable[..., Any]
+  point_fn: Callable[..., Any] | None
+  shard: Callable[[Any], Any]
+  data: Data
+  full: tuple[Array, Array] | None
+  dtype: Any
+  n_params: int
+  steps_per_epoch: int
+  batch: int
 
-    def train_metrics(params, last, point):
-      """``(point, (loss, accuracy))`` on the training set after an epoch;
-      the chunk's last epoch needs no gradient (no step follows)."""
-      def with_grad(p):
-        value, grads, y_hat = point_fn(p, *full)
-        acc = objective.accuracy(y_hat, full[1])
-        return (value, grads), jnp.asarray(acc, dtype)
 
-      def without(p):
-        value, acc = objective.metrics(p, *full)
-        # Zeros shaped like the engine's gradient, whose dtypes can differ
-        # from the params' (the manual engine promotes mixed dtypes).
-        return ((value, jax.tree_util.tree_map(jnp.zeros_like, point[1])),
-                jnp.asarray(acc, dtype))
+def assemble(plan: Plan, numbers: dict) -> tuple[Any, Any]:
+  """``(objective, optimizer)`` of a plan with its numbers filled in."""
+  objective = plan.objective
+  if plan.strength_input:
+    objective = dataclasses.replace(objective, penalty=dataclasses.replace(
+        objective.penalty, strength=numbers["strength"]))
+  return objective, hyperparams.assemble(plan.optimizer, numbers["optimizer"])
 
-      (value, grads), acc = jax.lax.cond(last, without, with_grad, params)
-      return (value, grads), (value, acc)
 
-    def one_epoch(state, last):
-      c, point = state
-      running_at_start = c.stop.reason == stopping.RUNNING
-      key, sub = jax.random.split(c.key)
-      c = c._replace(key=key)
-      if regime.kind == "full_batch":
-        c, m = run_steps(c, lambda i: full, point)  # point: None unless fused
-        if fused:
-          point, trained = train_metrics(c.params, last, point)
-      else:
-        idx, mask = batching.epoch_batches(sub, n_train, batch,
-                                           regime.remainder)
+def pieces(plan: Plan, carry: Carry, data: Data, numbers: dict) -> Pieces:
+  """The traced functions and constants of one chunk program."""
+  objective, optimizer = assemble(plan, numbers)
+  fns = make_engine(objective, plan.engine)
+  update = train.make_update(objective, optimizer, fns, norms=plan.norms,
+                             reuse_search_point=plan.reuse)
+  batch = plan.regime.size(plan.n_train)
+  shard = batch_constraint(plan.mesh, plan.regime, batch)
+  full_batch = plan.regime.kind == "full_batch"
+  # Full batch: the evaluation on the training set after an epoch and the
+  # next step's evaluation are at the same parameters on the same data, so
+  # one forward and backward pass serves both (the Point carried from epoch
+  # to epoch), except where a line search stores the point.
+  fused = full_batch and not (
+      plan.reuse and accounting.stored_point(carry.opt_state) is not None)
+  leaves = jax.tree_util.tree_leaves(carry.params)
+  return Pieces(
+      plan, objective, update,
+      fns.value_grad_and_output if fused else None, shard, data,
+      shard((data.x_train, data.y_train)) if full_batch else None,
+      leaves[0].dtype, sum(p.size for p in leaves),
+      plan.regime.steps_per_epoch(plan.n_train), batch)
 
-        def batch_at(i):
-          rows = idx[i]
-          b = ((data.x_train[rows], data.y_train[rows],
-                mask[i].astype(dtype)) if pad
-               else (data.x_train[rows], data.y_train[rows]))
-          return shard_batch(b)
 
-        c, m = run_steps(c, batch_at)
-      epoch = c.epoch + jnp.where(running_at_start, 1, 0)
-      reason = jnp.where(
-          (c.stop.reason == stopping.RUNNING) &
-          (epoch >= criteria.max_epochs),
-          jnp.int32(stopping.CODES["max_epochs"]), c.stop.reason)
-      c = c._replace(epoch=epoch, stop=c.stop._replace(reason=reason))
+def _flat(params) -> Array:
+  return jnp.concatenate([jnp.ravel(p) for p in
+                          jax.tree_util.tree_leaves(params)])
 
-      def evaluate(params):
-        train_loss, train_acc = (trained if fused else objective.metrics(
-            params, data.x_train, data.y_train))
-        if has_test:
-          test_loss, test_acc = objective.metrics(params, data.x_test,
-                                                  data.y_test)
-        else:
-          test_loss = test_acc = jnp.full((), jnp.nan, dtype)
-        return tuple(jnp.asarray(v, dtype) for v in
-                     (train_loss, test_loss, train_acc, test_acc))
 
-      if eval_every == 1:
-        evaluated = evaluate(c.params)
-      else:
-        due = (epoch % eval_every == 0) | (reason != stopping.RUNNING)
-        evaluated = jax.lax.cond(
-            due, evaluate,
-            lambda p: tuple(jnp.full((), jnp.nan, dtype) for _ in range(4)),
-            c.params)
-      train_loss, test_loss, train_acc, test_acc = evaluated
-      e = {"train_loss": train_loss, "test_loss": test_loss,
-           "train_accuracy": train_acc, "test_accuracy": test_acc,
-           "epoch": epoch, "step": c.step, "fun_evals": c.fun_evals,
-           "grad_evals": c.grad_evals, "active": running_at_start}
-      e = {k: (jnp.asarray(v, dtype) if k in EPOCH_METRICS else v)
-           for k, v in e.items()}
-      return (c, point), (e, m)
+def take_step(pc: Pieces, c: Carry, batch, point: Point | None):
+  """One update, applied unless it diverged; its metrics."""
+  plan = pc.plan
+  updates, new_opt, m = pc.update(c.params, c.opt_state, batch, point)
+  steps = c.step + 1
+  fun_evals = c.fun_evals + m["fun_evals"]
+  grad_evals = c.grad_evals + m["grad_evals"]
+  if plan.norms:
+    # A finite update of finite parameters gives finite parameters (short
+    # of overflowing the float range, which the growth test catches long
+    # before).
+    finite = jnp.isfinite(m["update_norm"])
+  else:
+    finite = stopping.all_finite(updates)
+  diverged, stop = stopping.check(
+      plan.criteria, c.stop, loss=m["loss"],
+      grad_norm=m["grad_norm"] if plan.norms else None,
+      update_norm=m["update_norm"] if plan.norms else None,
+      new_params_finite=finite, steps=steps, grad_evals=grad_evals)
+  # A diverged update is not applied; the select rides along with the
+  # addition, in the same pass over the parameters.
+  params = jax.tree_util.tree_map(
+      lambda p, u: jnp.where(diverged, p, p + u.astype(p.dtype)),
+      c.params, updates)
+  opt_state = jax.tree_util.tree_map(
+      lambda new, old: jnp.where(diverged, old, new), new_opt, c.opt_state)
+  m = {k: jnp.asarray(m[k], jnp.int32 if k in _INT_METRICS else pc.dtype)
+       for k in STEP_METRICS}
+  if plan.record_params:
+    m["params"] = _flat(c.params)
+  return Carry(params, opt_state, stop, c.key, c.epoch, steps, fun_evals,
+               grad_evals), m
 
-    point = None
-    if fused:  # f and its gradient where the chunk starts.
-      value, grads, _ = point_fn(carry.params, *full)
-      point = (value, grads)
-    last = jnp.arange(chunk_epochs) == chunk_epochs - 1
-    (carry, _), (epochs, steps) = jax.lax.scan(one_epoch, (carry, point),
-                                               last)
-    # (chunk_epochs, steps_per_epoch) -> one row per step.
-    steps = jax.tree_util.tree_map(
-        lambda v: v.reshape((-1,) + v.shape[2:]), steps)
-    return carry, epochs, steps
 
-  return Program(init, run_chunk, steps_per_epoch, chunk_epochs)
+def empty_step_log(pc: Pieces) -> dict:
+  """An epoch's step log before any step: NaN (zero counts), inactive."""
+  n = pc.steps_per_epoch
+  log = {k: (jnp.zeros((n,), jnp.int32) if k in _INT_METRICS
+             else jnp.full((n,), jnp.nan, pc.dtype)) for k in STEP_METRICS}
+  if pc.plan.record_params:
+    log["params"] = jnp.full((n, pc.n_params), jnp.nan, pc.dtype)
+  log["active"] = jnp.zeros((n,), bool)
+  return log
+
+
+class StepLoop(NamedTuple):
+  """The carry of the loop over an epoch's steps."""
+  i: Array
+  carry: Carry
+  log: dict
+
+
+def _loop_body(pc: Pieces, batch_at, point, s: StepLoop) -> StepLoop:
+  c, m = take_step(pc, s.carry, batch_at(s.i), point)
+  log = {k: v.at[s.i].set(m[k] if k != "active" else True)
+         for k, v in s.log.items()}
+  return StepLoop(s.i + 1, c, log)
+
+
+def epoch_steps(pc: Pieces, c: Carry, batch_at, point: Point | None):
+  """The epoch's steps, until the run stops: ``(carry, step log)``.
+
+  A while loop, so that the steps after a stop cost nothing and the carry is
+  updated in place.  A full-batch epoch is its one step under a cond:
+  cheaper than a while loop of one iteration, above all under ``vmap``
+  (sweeps), where the while loop's batched predicate selects the whole
+  carry after the step.
+  """
+  body = functools.partial(_loop_body, pc, batch_at, point)
+  start = StepLoop(0, c, empty_step_log(pc))
+  if pc.steps_per_epoch == 1:
+    return jax.lax.cond(
+        c.stop.reason == stopping.RUNNING,
+        lambda c: body(start._replace(carry=c))[1:],
+        lambda c: (c, empty_step_log(pc)), c)
+
+  def running(s: StepLoop):
+    return (s.i < pc.steps_per_epoch) & (
+        s.carry.stop.reason == stopping.RUNNING)
+
+  end = jax.lax.while_loop(running, body, start)
+  return end.carry, end.log
+
+
+def next_point(pc: Pieces, params, last: Array, point: Point):
+  """``(point, (loss, accuracy))`` on the training set after an epoch; the
+  chunk's last epoch needs no gradient (no step follows in this chunk)."""
+  def with_grad(p):
+    value, grads, y_hat = pc.point_fn(p, *pc.full)
+    acc = pc.objective.accuracy(y_hat, pc.full[1])
+    return Point(value, grads), jnp.asarray(acc, pc.dtype)
+
+  def without(p):
+    value, acc = pc.objective.metrics(p, *pc.full)
+    # Zeros shaped like the engine's gradient, whose dtypes can differ from
+    # the params' (the manual engine promotes mixed dtypes).
+    return (Point(value, jax.tree_util.tree_map(jnp.zeros_like,
+                                                point.grads)),
+            jnp.asarray(acc, pc.dtype))
+
+  new, acc = jax.lax.cond(last, without, with_grad, params)
+  return new, (new.value, acc)
+
+
+def evaluate(pc: Pieces, params, trained) -> tuple[Array, ...]:
+  """``(train loss, test loss, train accuracy, test accuracy)``; ``trained``
+  is the training set's ``(loss, accuracy)`` where the epoch has it."""
+  data = pc.data
+  train_loss, train_acc = (trained if trained is not None else
+                           pc.objective.metrics(params, data.x_train,
+                                                data.y_train))
+  if pc.plan.has_test:
+    test_loss, test_acc = pc.objective.metrics(params, data.x_test,
+                                               data.y_test)
+  else:
+    test_loss = test_acc = jnp.full((), jnp.nan, pc.dtype)
+  return tuple(jnp.asarray(v, pc.dtype) for v in
+               (train_loss, test_loss, train_acc, test_acc))
+
+
+def _evaluate_when_due(pc: Pieces, params, epoch, reason, trained):
+  if pc.plan.eval_every == 1:
+    return evaluate(pc, params, trained)
+  due = (epoch % pc.plan.eval_every == 0) | (reason != stopping.RUNNING)
+  return jax.lax.cond(
+      due, lambda p: evaluate(pc, p, trained),
+      lambda p: tuple(jnp.full((), jnp.nan, pc.dtype) for _ in range(4)),
+      params)
+
+
+def _minibatch_at(pc: Pieces, key: Array):
+  """``i -> batch i`` of an epoch shuffled by ``key``."""
+  idx, mask = batching.epoch_batches(key, pc.plan.n_train, pc.batch,
+                                     pc.plan.regime.remainder)
+  x, y = pc.data.x_train, pc.data.y_train
+
+  def batch_at(i):
+    rows = idx[i]
+    if pc.plan.regime.padded:
+      return pc.shard((x[rows], y[rows], mask[i].astype(pc.dtype)))
+    return pc.shard((x[rows], y[rows]))
+  return batch_at
+
+
+class EpochState(NamedTuple):
+  """The carry of the scan over a chunk's epochs."""
+  carry: Carry
+  point: Point | None
+
+
+def run_epoch(pc: Pieces, state: EpochState, last: Array):
+  """One epoch: its steps, the epoch budget, the evaluation; its logs."""
+  c, point = state
+  running_at_start = c.stop.reason == stopping.RUNNING
+  key, sub = jax.random.split(c.key)
+  c = c._replace(key=key)
+  trained = None
+  if pc.full is not None:
+    c, steps = epoch_steps(pc, c, lambda i: pc.full, point)
+    if pc.point_fn is not None:
+      point, trained = next_point(pc, c.params, last, point)
+  else:
+    c, steps = epoch_steps(pc, c, _minibatch_at(pc, sub), None)
+  epoch = c.epoch + jnp.where(running_at_start, 1, 0)
+  reason = jnp.where(
+      (c.stop.reason == stopping.RUNNING) &
+      (epoch >= pc.plan.criteria.max_epochs),
+      jnp.int32(stopping.CODES["max_epochs"]), c.stop.reason)
+  c = c._replace(epoch=epoch, stop=c.stop._replace(reason=reason))
+  train_loss, test_loss, train_acc, test_acc = _evaluate_when_due(
+      pc, c.params, epoch, reason, trained)
+  e = {"train_loss": train_loss, "test_loss": test_loss,
+       "train_accuracy": train_acc, "test_accuracy": test_acc,
+       "epoch": epoch, "step": c.step, "fun_evals": c.fun_evals,
+       "grad_evals": c.grad_evals, "active": running_at_start}
+  e = {k: (jnp.asarray(v, pc.dtype) if k in EPOCH_METRICS else v)
+       for k, v in e.items()}
+  return EpochState(c, point), (e, steps)
+
+
+def run_chunk(plan: Plan, carry: Carry, data: Data, numbers: dict):
+  """``plan.chunk_epochs`` epochs: ``(carry, epoch logs, step logs)``.
+
+  Pure: the compiled program (``jax.jit`` of it with ``plan`` bound).
+  """
+  pc = pieces(plan, carry, data, numbers)
+  point = None
+  if pc.point_fn is not None:  # f and its gradient where the chunk starts.
+    value, grads, _ = pc.point_fn(carry.params, *pc.full)
+    point = Point(value, grads)
+  last = jnp.arange(plan.chunk_epochs) == plan.chunk_epochs - 1
+  state, (epochs, steps) = jax.lax.scan(
+      functools.partial(run_epoch, pc), EpochState(carry, point), last)
+  # (chunk_epochs, steps_per_epoch) -> one row per step.
+  steps = jax.tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:]),
+                                 steps)
+  return state.carry, epochs, steps
+
+
+# ----------------------------------------------------------------------------
+# Compiled programs, kept by plan and argument shapes.
+
+
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+MAX_PROGRAMS = 32
+
+
+def _leaf_signature(x) -> tuple:
+  if isinstance(x, jax.Array):
+    return (tuple(x.shape), x.dtype, x.weak_type, x.sharding)
+  if isinstance(x, (np.ndarray, np.generic)):
+    return ("numpy", tuple(np.shape(x)), np.asarray(x).dtype)
+  return (type(x),)
+
+
+def _signature(tree) -> tuple:
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  return treedef, tuple(_leaf_signature(x) for x in leaves)
+
+
+def compiled_chunk(plan: Plan, carry, data, numbers, *,
+                   vmapped: tuple | None = None):
+  """``(compiled chunk program, seconds spent compiling it)``.
+
+  A program compiled before for the same plan and argument shapes is
+  reused (0 seconds).  ``vmapped``: ``(mesh, runs sharding, data
+  sharding)`` for the program of a sweep, ``vmap``-ped over the carry and
+  the numbers and sharded over the mesh's ``"runs"`` axis.
+  """
+  key = (plan, vmapped, jax.config.jax_enable_x64,
+         _signature((carry, data, numbers)))
+  try:
+    program = _PROGRAMS.pop(key)
+    _PROGRAMS[key] = program
+    return program, 0.0
+  except KeyError:
+    pass
+  t0 = time.perf_counter()
+  fn = functools.partial(run_chunk, plan)
+  if vmapped is None:
+    jitted = jax.jit(fn)
+  else:
+    _, runs, data_sharding = vmapped
+    jitted = jax.jit(jax.vmap(fn, in_axes=(0, None, 0),
+                              spmd_axis_name="runs"),
+                     in_shardings=(runs, data_sharding, runs),
+                     out_shardings=runs)
+  program = jitted.lower(carry, data, numbers).compile()
+  seconds = time.perf_counter() - t0
+  _PROGRAMS[key] = program
+  while len(_PROGRAMS) > MAX_PROGRAMS:
+    _PROGRAMS.popitem(last=False)
+  return program, seconds
+
+
+def clear_programs() -> None:
+  """Forgets the compiled programs kept in this process."""
+  _PROGRAMS.clear()
+
+
+# ----------------------------------------------------------------------------
+# The host driver: chunks until every run has stopped.
+
+
+def drive(program, carry: Carry, data: Data, numbers: dict,
+          histories: list[History], *, batched: bool = False,
+          on_chunk: Callable[[Carry, list[History]], None] | None = None,
+          bar: Progress | None = None) -> tuple[Carry, bool]:
+  """Calls the chunk program until every run has stopped.
+
+  Args:
+    program: the compiled chunk program.
+    carry: the runs' carry (batched along a leading axis when ``batched``).
+    data, numbers: the program's other arguments.
+    histories: one history per run (the first ``len(histories)`` rows of a
+      batched carry; rows past them pad the batch and are ignored).
+    batched: whether the carry holds a batch of runs (a sweep).
+    on_chunk: called after every chunk with the carry and the histories.
+    bar: a progress display (single runs).
+
+  Returns:
+    ``(carry, interrupted)``; ``histories`` is updated in place.  After a
+    ``KeyboardInterrupt`` the carry and the histories are those of the last
+    whole chunk, and ``interrupted`` is true.
+  """
+  n = len(histories)
+
+  def reasons(c):
+    r = np.asarray(to_host(c.stop.reason))
+    return r[:n] if batched else r.reshape(1)
+
+  try:
+    while np.any(reasons(carry) == stopping.RUNNING):
+      carry = _one_chunk(program, carry, data, numbers, histories, batched,
+                         reasons)
+      if bar is not None and histories[0].epochs["epoch"].size:
+        h = histories[0]
+        bar.update(int(h.epochs["epoch"][-1]), h.num_steps,
+                   float(h.epochs["train_loss"][-1]))
+      if on_chunk is not None:
+        on_chunk(carry, histories)
+  except KeyboardInterrupt:
+    return carry, True
+  return carry, False
+
+
+def _one_chunk(program, carry, data, numbers, histories, batched, reasons):
+  """Runs one chunk and appends its rows to the histories."""
+  t0 = time.perf_counter()
+  new_carry, epochs, steps = program(carry, data, numbers)
+  epochs, steps = to_host((epochs, steps))
+  seconds = time.perf_counter() - t0
+  codes = reasons(new_carry)
+  for i, h in enumerate(histories):
+    pick = ((lambda d, i=i: {k: v[i] for k, v in d.items()}) if batched
+            else (lambda d: d))
+    h = append_chunk(h, pick(epochs), pick(steps), h.run_time,
+                     h.run_time + seconds)
+    h.run_time += seconds
+    h.stop_reason = stopping.reason_name(codes[i])
+    histories[i] = h
+  return new_carry
 
 
 def default_chunk_epochs(max_epochs: int, steps_per_epoch: int,
@@ -399,14 +618,22 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
         step_metrics: str = "all") -> FitResult:
   """Trains ``objective`` with ``optimizer``, compiled, until a criterion holds.
 
+  The compiled program is kept: a later ``fit`` with the same structure
+  (model, loss, optimizer kind, regime, criteria, engine, logging, shapes,
+  dtypes, devices) compiles nothing, whatever its data or the numeric
+  hyperparameters of a gdlab optimizer (``gdlab.optim.hyperparams``).
+  Compiled programs also go to JAX's persistent compilation cache
+  (``gdlab.compilation_cache``), so a new process reuses them.
+
   Args:
     objective: model, loss, reduction and penalty.
     optimizer: any optax transformation.
     data: a ``gdlab.data.Dataset``, a :class:`Data` or
       ``(x_train, y_train[, x_test, y_test])``.
     key: the run's ``jax.random`` key; it is split into the initialisation
-      key and the shuffling key, so the same key gives the same run.
-    regime: a :class:`Regime` or the name of one without a batch size.
+      key and the shuffling key (:func:`run_keys`), so the same key gives the
+      same run.
+    regime: a ``Regime`` or the name of one without a batch size.
     criteria: stopping criteria (default: 100 epochs).
     engine: ``"autodiff"`` or ``"manual"``.
     params: initial parameters (default: ``objective.model.init``).
@@ -416,66 +643,52 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
       and its gradient on the training set the run was trained on).
     on_chunk: called after every chunk with the carry and the history so far.
     progress: show a progress line (default: when stderr is a terminal).
-    record_params: log every step's parameters (see :func:`build`).
+    record_params: log every step's parameters (flattened) under the step
+      metric ``"params"``: for small problems such as the 2-D test
+      functions, whose trajectories are plotted.
     mesh: a mesh with a ``"data"`` axis for data-parallel training
       (``gdlab.parallel.data_mesh``): the training and test sets and every
       batch are sharded along their records; parameters and optimizer state
       are replicated, and XLA inserts the reductions.
-    eval_every, step_metrics: what to log, and how often (see :func:`build`).
+    eval_every, step_metrics: what to log, and how often (see
+      :func:`make_plan`).
 
   Returns:
     A :class:`FitResult`.  A run interrupted by ``KeyboardInterrupt`` between
     or during chunks returns what it had at the end of its last whole chunk,
     with the stop reason ``"interrupted"``.
   """
+  compilation_cache.enable()
   regime = Regime(regime) if isinstance(regime, str) else regime
   criteria = criteria or stopping.Criteria()
   data = as_data(data)
   n_train = int(data.x_train.shape[0])
-  steps_per_epoch = regime.steps_per_epoch(n_train)
   if chunk_epochs is None:
-    chunk_epochs = default_chunk_epochs(criteria.max_epochs, steps_per_epoch)
-  _checks.check_positive_int("chunk_epochs", chunk_epochs)
-  program = build(lambda h: (objective, optimizer), regime, criteria,
-                  n_train=n_train, engine=engine, chunk_epochs=chunk_epochs,
-                  has_test=data.x_test is not None,
-                  record_params=record_params, mesh=mesh,
-                  eval_every=eval_every, step_metrics=step_metrics)
+    chunk_epochs = default_chunk_epochs(criteria.max_epochs,
+                                        regime.steps_per_epoch(n_train))
+  plan, numbers = make_plan(
+      objective, optimizer, regime, criteria, n_train=n_train, engine=engine,
+      chunk_epochs=chunk_epochs, has_test=data.x_test is not None,
+      record_params=record_params, mesh=mesh, eval_every=eval_every,
+      step_metrics=step_metrics)
   data = shard_data(data, mesh, regime)
   if carry is None:
-    k_init, k_data = jax.random.split(key)
-    if params is None:
-      params = objective.model.init(k_init)
-    carry = program.init(k_data, params, {})
+    carry = initial_carry(objective, optimizer, key, params)
   carry = replicate(carry, mesh)
   history = history or empty_history()
-
-  t0 = time.perf_counter()
-  compiled = jax.jit(program.run_chunk).lower(carry, data, {}).compile()
-  history.compile_time += time.perf_counter() - t0
+  program, seconds = compiled_chunk(plan, carry, data, numbers)
+  history.compile_time += seconds
 
   bar = Progress(criteria.max_epochs, enabled=progress)
-  stop_reason = stopping.reason_name(carry.stop.reason)
+  histories = [history]
+  wrapped = None if on_chunk is None else (lambda c, hs: on_chunk(c, hs[0]))
   try:
-    while stop_reason == "running":
-      t0 = time.perf_counter()
-      new_carry, epochs, steps = compiled(carry, data, {})
-      epochs, steps = to_host((epochs, steps))
-      t1 = time.perf_counter()
-      start = history.run_time
-      history.run_time += t1 - t0
-      history = append_chunk(history, epochs, steps, start, history.run_time)
-      carry = new_carry
-      stop_reason = stopping.reason_name(to_host(carry.stop.reason))
-      history.stop_reason = stop_reason
-      if history.epochs["epoch"].size:
-        bar.update(int(history.epochs["epoch"][-1]), history.num_steps,
-                   float(history.epochs["train_loss"][-1]))
-      if on_chunk is not None:
-        on_chunk(carry, history)
-  except KeyboardInterrupt:
-    stop_reason = "interrupted"
-    history.stop_reason = stop_reason
+    carry, interrupted = drive(program, carry, data, numbers, histories,
+                               on_chunk=wrapped, bar=bar)
   finally:
     bar.close()
-  return FitResult(carry.params, carry.opt_state, history, stop_reason, carry)
+  stop_reason = ("interrupted" if interrupted else
+                 stopping.reason_name(to_host(carry.stop.reason)))
+  histories[0].stop_reason = stop_reason
+  return FitResult(carry.params, carry.opt_state, histories[0], stop_reason,
+                   carry)

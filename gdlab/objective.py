@@ -19,7 +19,8 @@ rounding error (the tests check 1e-10 in float64).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -126,6 +127,31 @@ class FunctionObjective:
     """NaN: a function has no records to classify."""
     del y_hat, y
     return jnp.full((), jnp.nan)
+
+
+class Engine(NamedTuple):
+  """A gradient engine's functions for one objective (see :func:`engine`).
+
+  Attributes:
+    value_and_grad: ``(params, x, y, weights=None) -> (C, grads)``.
+    value_grad_and_output: ``(params, x, y) -> (C, grads, y_hat)``.
+    value_on: ``(x, y, weights=None) -> (params -> C)``, the objective on a
+      batch, differentiated by the engine (what a line search evaluates).
+  """
+  value_and_grad: Callable[..., Any]
+  value_grad_and_output: Callable[..., Any]
+  value_on: Callable[..., Callable[[Any], Array]]
+
+
+def engine(objective: Objective, name: str = "autodiff") -> Engine:
+  """The functions of the gradient engine ``name`` for ``objective``.
+
+  The one place a training step or loop chooses its engine: ``"autodiff"``
+  (``jax.grad``) or ``"manual"`` (``gdlab.backprop``).
+  """
+  return Engine(value_and_grad_fn(objective, name),
+                value_grad_and_output_fn(objective, name),
+                functools.partial(value_fn, objective, name))
 
 
 def value_and_grad_fn(objective: Objective,

@@ -2,13 +2,18 @@
 
 A sweep is a grid over dotted config keys (``optimizer.learning_rate``,
 ``seed``, ...).  Its runs are grouped by *structure*: runs that differ only
-in numeric hyperparameters (the float settings of the optimizer, the penalty
-strength) and in the seed share one program, ``jax.vmap``-ped over those
-values, with the batch of runs sharded over every available device (on a
-CPU-only machine, the host devices that ``--xla_force_host_platform_device_count``
-creates; the ``gdlab`` command sets it to the number of cores).  Runs that
-differ in anything else (model shape, optimizer type, batch size, data set)
-form separate groups, one program each.
+in the keys a config marks sweepable (``gdlab.config.sweepable``: the
+optimizer's numeric hyperparameters, the penalty strength, the seed) share
+one program, the chunk program of ``gdlab.loop`` ``jax.vmap``-ped over the
+numbers of their optimizers (``gdlab.optim.hyperparams``) and over their
+seeds, with the batch of runs sharded over every available device (on a
+CPU-only machine, the host devices that
+``--xla_force_host_platform_device_count`` creates; the ``gdlab`` command
+sets it to the number of cores).  Runs that differ in anything else (model
+shape, optimizer type, batch size, data set; a momentum of exactly 0, which
+keeps no velocity buffer) form separate groups, one program each.  Each run
+is built from its own config, as if it ran alone; the sweep only stacks the
+numbers, and no config ever holds a traced value.
 
 Each run of a group keeps its own stopping state, so it stops when its own
 criteria say; the group's program runs until every run has stopped.  Each run
@@ -22,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,43 +35,23 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gdlab import build
 from gdlab import config as config_lib
-from gdlab import experiment
 from gdlab import history as history_lib
 from gdlab import loop
 from gdlab import parallel
+from gdlab import plots
+from gdlab import report
 from gdlab import results
 from gdlab import stopping
+from gdlab.optim import hyperparams
 
 
-def is_vmappable(key: str, cfg: config_lib.RunConfig) -> bool:
-  """Whether a swept key can be a traced value in a shared program."""
-  if key == "seed":
-    return True
-  section, _, field = key.partition(".")
-  if section == "optimizer":
-    # optax's L-BFGS branches on its learning rate, and optax's exponential
-    # and step schedules on their decay rate, in Python: those stay static.
-    if field == "learning_rate" and cfg.optimizer.name == "lbfgs":
-      return False
-    return field in ("learning_rate", "momentum", "b", "initial_step",
-                     "shrink", "c1", "c2")
-  return key == "loss.strength"
-
-
-def _set_raw(cfg, key: str, value):
-  """``cfg`` with a dotted key set to ``value`` (no checks: value may be traced)."""
+def _blank(cfg: config_lib.RunConfig, key: str) -> config_lib.RunConfig:
+  """``cfg`` with the dotted ``key`` set to ``None``: a grouping key only."""
   head, _, rest = key.partition(".")
-  if rest:
-    return dataclasses.replace(cfg, **{head: _set_raw(getattr(cfg, head),
-                                                      rest, value)})
+  value = _blank(getattr(cfg, head), rest) if rest else None
   return dataclasses.replace(cfg, **{head: value})
-
-
-def _get(cfg, key: str):
-  for part in key.split("."):
-    cfg = getattr(cfg, part)
-  return cfg
 
 
 def _fmt(v: Any) -> str:
@@ -92,14 +76,19 @@ def expand(base_runs: list[config_lib.RunConfig],
 
 def group(runs: list[tuple[config_lib.RunConfig, dict]],
           grid_keys: list[str]) -> list[tuple[list[str], list]]:
-  """Groups runs by structure; returns ``[(vmapped_keys, runs)]``."""
-  groups: dict[str, tuple[list[str], list]] = {}
+  """Groups runs by structure; returns ``[(vmapped_keys, runs)]``.
+
+  The structure is the config with its swept sweepable keys blanked, and
+  the recipe of its optimizer.
+  """
+  groups: dict[Any, tuple[list[str], list]] = {}
   for cfg, point in runs:
-    vkeys = [k for k in grid_keys if is_vmappable(k, cfg)]
+    vkeys = [k for k in grid_keys if config_lib.sweepable(k, cfg)]
     blank = cfg
     for k in vkeys:
-      blank = _set_raw(blank, k, None)
-    sig = repr(dataclasses.replace(blank, name=""))
+      blank = _blank(blank, k)
+    recipe, _ = hyperparams.split(build.optimizer(cfg.optimizer))
+    sig = (repr(dataclasses.replace(blank, name="")), recipe)
     groups.setdefault(sig, (vkeys, []))[1].append((cfg, point))
   return list(groups.values())
 
@@ -116,96 +105,89 @@ def _mesh(n_runs: int, n_data: int) -> tuple[Mesh, int]:
   return Mesh(grid, ("runs", parallel.DATA_AXIS)), n
 
 
+def _stack(trees: list, dtype) -> Any:
+  """The runs' numbers, stacked leaf by leaf into arrays of ``dtype``."""
+  return jax.tree_util.tree_map(
+      lambda *leaves: jnp.asarray(np.asarray(leaves, np.float64), dtype),
+      *trees)
+
+
+def group_plan(cfgs: list[config_lib.RunConfig], vkeys: list[str],
+               smoke: bool = False):
+  """``(plan, numbers of every run, data)`` of one group of runs."""
+  base = cfgs[0]
+  data, ds = build.dataset(base, smoke)
+  objective = build.objective(base, ds)
+  # Reuse of a line search's stored point is off: vmapped, its cond becomes
+  # a select that evaluates anyway.
+  optimizers = [build.optimizer(c.optimizer) for c in cfgs]
+  regime, criteria = base.train.regime, base.train.stop
+  n_train = int(data.x_train.shape[0])
+  chunk = base.train.chunk_epochs or loop.default_chunk_epochs(
+      criteria.max_epochs, regime.steps_per_epoch(n_train))
+  strength = "loss.strength" in vkeys and objective.penalty is not None
+  plan, _ = loop.make_plan(
+      objective, optimizers[0], regime, criteria, n_train=n_train,
+      engine=base.train.engine, chunk_epochs=chunk,
+      has_test=data.x_test is not None,
+      record_params=build.is_function_problem(base),
+      eval_every=base.train.eval_every, step_metrics=base.train.step_metrics,
+      reuse_search_point=False, strength_input=strength)
+  numbers = []
+  for c, opt in zip(cfgs, optimizers):
+    n = {"optimizer": hyperparams.split(opt)[1]}
+    if strength:
+      n["strength"] = c.loss.strength
+    numbers.append(n)
+  return plan, numbers, data
+
+
 def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
               out_dir: Path, *, smoke: bool = False) -> list[Path]:
   """Runs one group of structurally identical runs as one vmapped program."""
   base = cfgs[0]
-  data, dataset = experiment.build_data(base, smoke)
-  float_dtype = experiment.float_dtype(base)
-  hkeys = [k for k in vkeys if k != "seed"]
-
-  def setup(h):
-    cfg = base
-    for k in hkeys:
-      cfg = _set_raw(cfg, k, h[k])
-    return (experiment.build_objective(cfg, dataset),
-            experiment.build_optimizer(cfg.optimizer))
-
-  criteria = experiment.build_criteria(base.train)
-  regime = experiment.build_regime(base.train)
-  n_train = int(data.x_train.shape[0])
-  chunk = base.train.chunk_epochs
-  if chunk is None:
-    chunk = loop.default_chunk_epochs(criteria.max_epochs,
-                                      regime.steps_per_epoch(n_train))
-  record = experiment.is_function_problem(base)
+  dtype = build.float_dtype(base)
+  plan, numbers, data = group_plan(cfgs, vkeys, smoke)
   # Runs are spread over the "runs" axis of the mesh; with train.devices set,
   # each run is also data parallel over the "data" axis.
   mesh, n_dev = _mesh(len(cfgs), base.train.devices or 1)
-  program = loop.build(setup, regime, criteria, n_train=n_train,
-                       engine=base.train.engine, chunk_epochs=chunk,
-                       has_test=data.x_test is not None, record_params=record,
-                       mesh=mesh if base.train.devices else None,
-                       eval_every=base.train.eval_every,
-                       step_metrics=base.train.step_metrics,
-                       # Vmapped, the reuse's cond becomes a select that
-                       # evaluates anyway (and so would the backward pass of
-                       # a backtracking search that stores its gradient).
-                       reuse_search_point=False)
-
+  if base.train.devices:
+    plan = plan._replace(mesh=mesh)
   # Pad the batch of runs to a multiple of the "runs" axis; padding repeats
   # the last run and is dropped.
   n_pad = (-len(cfgs)) % n_dev
-  padded = cfgs + [cfgs[-1]] * n_pad
-  hparams = {k: jnp.asarray([_get(c, k) for c in padded], float_dtype)
-             for k in hkeys}
-  seeds = jnp.asarray([c.seed for c in padded], jnp.uint32)
+  numbers = _stack(numbers + [numbers[-1]] * n_pad, dtype)
+  seeds = jnp.asarray([c.seed for c in cfgs + [cfgs[-1]] * n_pad],
+                      jnp.uint32)
 
-  objective0, _ = setup({k: v[0] for k, v in hparams.items()})
+  def init_one(seed, n):
+    objective, optimizer = loop.assemble(plan, n)
+    return loop.initial_carry(objective, optimizer,
+                              jax.random.PRNGKey(seed))
 
-  def init_one(seed, h):
-    k_init, k_data = jax.random.split(jax.random.PRNGKey(seed))
-    params = objective0.model.init(k_init)
-    return program.init(k_data, params, h)
-
-  shard = NamedSharding(mesh, PartitionSpec("runs"))
-  seeds, hparams = jax.device_put((seeds, hparams), shard)
+  runs = NamedSharding(mesh, PartitionSpec("runs"))
+  seeds, numbers = jax.device_put((seeds, numbers), runs)
   data = parallel.shard_data(data, mesh)
   data_sharding = jax.tree_util.tree_map(lambda a: a.sharding, data)
-  carry = jax.jit(jax.vmap(init_one), out_shardings=shard)(seeds, hparams)
-
-  t0 = time.perf_counter()
-  chunk_fn = jax.jit(jax.vmap(program.run_chunk, in_axes=(0, None, 0),
-                              spmd_axis_name="runs"),
-                     in_shardings=(shard, data_sharding, shard),
-                     out_shardings=shard)
-  compiled = chunk_fn.lower(carry, data, hparams).compile()
-  compile_time = time.perf_counter() - t0
+  carry = jax.jit(jax.vmap(init_one), out_shardings=runs)(seeds, numbers)
+  program, compile_time = loop.compiled_chunk(
+      plan, carry, data, numbers, vmapped=(mesh, runs, data_sharding))
 
   histories = [history_lib.empty_history() for _ in cfgs]
-  run_time = 0.0
-  while bool(jnp.any(carry.stop.reason[:len(cfgs)] == stopping.RUNNING)):
-    t0 = time.perf_counter()
-    carry, epochs, steps = compiled(carry, data, hparams)
-    epochs, steps = jax.device_get((epochs, steps))
-    t1 = time.perf_counter()
-    for i in range(len(cfgs)):
-      pick = lambda d: {k: v[i] for k, v in d.items()}
-      histories[i] = history_lib.append_chunk(histories[i], pick(epochs),
-                                       pick(steps), run_time,
-                                       run_time + (t1 - t0))
-    run_time += t1 - t0
-
+  carry, interrupted = loop.drive(program, carry, data, numbers, histories,
+                                  batched=True)
+  if interrupted:
+    raise KeyboardInterrupt
   carry = jax.device_get(carry)
   run_dirs = []
   for i, cfg in enumerate(cfgs):
     h = histories[i]
     h.stop_reason = stopping.reason_name(carry.stop.reason[i])
-    # The group's times, shared by its runs.
-    h.compile_time, h.run_time = compile_time, run_time
-    carry_i = jax.tree_util.tree_map(lambda v: v[i], carry)
+    # The group's compile time, shared by its runs.
+    h.compile_time = compile_time
+    carry_i = jax.tree_util.tree_map(lambda v, i=i: v[i], carry)
     run_dir = out_dir / "runs" / cfg.name
-    experiment.write_run(run_dir, cfg, h, carry_i, extra={
+    results.write_run(run_dir, cfg, h, carry_i, extra={
         "sweep_group_size": len(cfgs), "sweep_devices": int(mesh.size),
         "sweep_mesh": dict(mesh.shape)})
     run_dirs.append(run_dir)
@@ -227,7 +209,7 @@ def run_sweep(exp: config_lib.ExperimentConfig, out_dir, *,
           f"sweep.{key}: expected distinct values (each run gets its own "
           f"folder); got {values!r}.")
   out = Path(out_dir)
-  base_runs = experiment.resolve_runs(exp, smoke=smoke, sets=sets,
+  base_runs = config_lib.resolve_runs(exp, smoke=smoke, sets=sets,
                                       variants=False)
   runs = expand(base_runs, grid)
   by_name = {}
@@ -248,12 +230,10 @@ def run_sweep(exp: config_lib.ExperimentConfig, out_dir, *,
 def write_report(out: Path, run_dirs: list[Path], points: list[dict],
                  grid: dict[str, list]) -> Path:
   """The sweep's comparison report, with a sensitivity curve per swept key."""
-  from gdlab import plots  # pylint: disable=g-import-not-at-top
-  from gdlab import report  # pylint: disable=g-import-not-at-top
   summaries = [results.load_run(d).summary for d in run_dirs]
   # A diverged run has no meaningful final loss: the plot marks it.
   finals = [math.nan if s.get("stop_reason") == "diverged"
-            else experiment.final_loss(s) for s in summaries]
+            else results.final_loss(s) for s in summaries]
   sections = []
   for key in grid:
     if key == "seed" or not all(isinstance(p[key], (int, float))

@@ -22,6 +22,7 @@ The mask has the default float dtype and is all ones under ``"drop"``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -30,6 +31,55 @@ import jax.numpy as jnp
 from gdlab import _checks
 
 REMAINDERS = ("drop", "pad")
+REGIMES = ("full_batch", "sgd", "minibatch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Regime:
+  """How records are grouped into updates.
+
+  * ``"full_batch"``: one update per epoch on all ``n`` records (the gradient
+    is their mean or sum, as the objective's reduction says);
+  * ``"sgd"``: one record per update, ``n`` updates per epoch, records
+    reshuffled every epoch;
+  * ``"minibatch"``: ``batch_size`` records per update, reshuffled every
+    epoch; the last partial batch is dropped (``remainder="drop"``) or padded
+    and masked out (``remainder="pad"``; see the module docstring).
+  """
+  kind: str = "full_batch"
+  batch_size: int | None = None
+  remainder: str = "drop"
+
+  def __post_init__(self):
+    _checks.check_choice("regime", self.kind, REGIMES)
+    _checks.check_choice("remainder", self.remainder, REMAINDERS)
+    if self.kind == "minibatch":
+      if self.batch_size is None:
+        raise ValueError("batch_size: the 'minibatch' regime needs a batch "
+                         "size (an integer >= 1); got None.")
+      _checks.check_positive_int("batch_size", self.batch_size)
+
+  def size(self, n: int) -> int:
+    """Records per update for a training set of ``n`` records."""
+    if self.kind == "full_batch":
+      return n
+    if self.kind == "sgd":
+      return 1
+    if self.batch_size > n:
+      raise ValueError(f"batch_size: expected an integer in [1, n] with "
+                       f"n={n} training records; got {self.batch_size}.")
+    return self.batch_size
+
+  def steps_per_epoch(self, n: int) -> int:
+    """Updates per epoch for a training set of ``n`` records."""
+    if self.kind == "full_batch":
+      return 1
+    return num_batches(n, self.size(n), self.remainder)
+
+  @property
+  def padded(self) -> bool:
+    """Whether batches carry a mask (mini-batches with ``remainder="pad"``)."""
+    return self.kind == "minibatch" and self.remainder == "pad"
 
 
 def num_batches(n: int, batch_size: int, remainder: str = "drop") -> int:

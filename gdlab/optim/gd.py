@@ -33,6 +33,8 @@ import optax
 
 from gdlab._checks import check_number
 from gdlab._checks import is_concrete
+from gdlab.optim import accounting
+from gdlab.optim.hyperparams import hyperparameters
 
 __all__ = [
     "GradientDescentState",
@@ -121,6 +123,7 @@ def _scaled(learning_rate, count, updates):
   return jax.tree.map(lambda g: step * g, updates), learning_rate
 
 
+@hyperparameters("learning_rate", "momentum")
 def gradient_descent(
     learning_rate: Any,
     momentum: Any = 0.0,
@@ -207,6 +210,7 @@ def gradient_descent(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@hyperparameters("learning_rate", "beta")
 def heavy_ball(
     learning_rate: Any, beta: Any) -> optax.GradientTransformationExtraArgs:
   r"""Polyak's heavy-ball method, written in iterates.
@@ -259,3 +263,13 @@ def heavy_ball(
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _account(state) -> accounting.Accounting:
+  """Plain steps: their step size; they evaluate nothing themselves."""
+  zero = jnp.int32(0)
+  return accounting.Accounting(state.step_size, zero, zero)
+
+
+accounting.register(GradientDescentState, _account)
+accounting.register(HeavyBallState, _account)

@@ -94,6 +94,8 @@ import numpy as np
 import optax
 
 from gdlab import _checks
+from gdlab.optim import accounting
+from gdlab.optim.hyperparams import hyperparameters
 
 _GOLDEN = (1.0 + 5.0**0.5) / 2.0  # G = 1.618..., with 1 / (1 + G) = 2 - G.
 
@@ -274,6 +276,7 @@ def _check_common(initial_step, max_steps, reuse_last_step):
   _check_bool("reuse_last_step", reuse_last_step)
 
 
+@hyperparameters("initial_step", "shrink", "c1", "grow")
 def backtracking_linesearch(
     initial_step: float = 1.0,
     shrink: float = 0.5,
@@ -415,6 +418,7 @@ def _interpolate(lo, f_lo, d_lo, hi, f_hi, d_hi):
                    jnp.where(inside(quad), quad, 0.5 * (lo + hi)))
 
 
+@hyperparameters("c1", "c2", "initial_step", "grow")
 def wolfe_linesearch(
     c1: float = 1e-4,
     c2: float = 0.9,
@@ -537,6 +541,7 @@ def wolfe_linesearch(
   return optax.GradientTransformationExtraArgs(_init_fn(store_grad), update_fn)
 
 
+@hyperparameters("initial_step")
 def exact_linesearch(
     method: str = "quadratic",
     tol: float = 1e-8,
@@ -661,6 +666,7 @@ def exact_linesearch(
   return optax.GradientTransformationExtraArgs(_init_fn(False), update_fn)
 
 
+@hyperparameters()
 def steepest_descent(
     line_search: optax.GradientTransformationExtraArgs,
 ) -> optax.GradientTransformationExtraArgs:
@@ -672,3 +678,14 @@ def steepest_descent(
   finds its fields).
   """
   return optax.chain(optax.scale(-1.0), line_search)
+
+
+def _account(state: LineSearchState) -> accounting.Accounting:
+  """The accepted step, the search's cumulative evaluations and, where it
+  stores them, ``f`` and ``grad f`` at the accepted point."""
+  point = None if state.grad is None else (state.value, state.grad)
+  return accounting.Accounting(state.step_size, state.num_fun_evals,
+                               state.num_grad_evals, True, point)
+
+
+accounting.register(LineSearchState, _account)

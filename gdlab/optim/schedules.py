@@ -51,6 +51,7 @@ import optax
 
 from gdlab._checks import check_number
 from gdlab._checks import check_positive_int
+from gdlab.optim.hyperparams import hyperparameters
 
 Schedule = optax.Schedule
 StepRule = Callable[..., jax.Array]
@@ -78,6 +79,7 @@ __all__ = [
 # ----------------------------------------------------------------------------
 
 
+@hyperparameters("learning_rate")
 def constant(learning_rate: Any) -> Schedule:
   """Constant step size, ``alpha_k = learning_rate``.
 
@@ -91,6 +93,7 @@ def constant(learning_rate: Any) -> Schedule:
   return optax.constant_schedule(learning_rate)
 
 
+@hyperparameters("init_value")
 def exponential_decay(
     init_value: Any,
     transition_steps: int,
@@ -125,6 +128,7 @@ def exponential_decay(
                                  transition_begin, staircase, end_value)
 
 
+@hyperparameters("init_value")
 def step_decay(
     init_value: Any, boundaries_and_scales: Mapping[int, Any]) -> Schedule:
   """Step decay: multiply the step size by a factor at given counts.
@@ -152,6 +156,7 @@ def step_decay(
                                            dict(boundaries_and_scales))
 
 
+@hyperparameters("init_value")
 def cosine_decay(
     init_value: Any, decay_steps: int, alpha: Any = 0.0,
     exponent: Any = 1.0) -> Schedule:
@@ -178,6 +183,7 @@ def cosine_decay(
   return optax.cosine_decay_schedule(init_value, decay_steps, alpha, exponent)
 
 
+@hyperparameters("peak_value")
 def warmup_cosine_decay(
     init_value: Any,
     peak_value: Any,
@@ -240,6 +246,7 @@ def linear_warmup(
                                transition_begin)
 
 
+@hyperparameters("a", "b")
 def square_summable(a: Any, b: Any) -> Schedule:
   """Square summable but not summable step sizes, ``alpha_k = a / (b + k)``.
 
@@ -266,6 +273,7 @@ def square_summable(a: Any, b: Any) -> Schedule:
   return schedule
 
 
+@hyperparameters("a")
 def nonsummable_diminishing(a: Any) -> Schedule:
   """Nonsummable diminishing step sizes, ``alpha_k = a / sqrt(k + 1)``.
 
@@ -300,6 +308,7 @@ def _safe_divide(numerator, denominator):
   return jnp.where(positive, quotient, jnp.zeros_like(quotient))
 
 
+@hyperparameters("gamma")
 def constant_step_length(gamma: Any) -> StepRule:
   """Constant step length, ``alpha_k = gamma / ||g_k||``.
 
@@ -322,6 +331,7 @@ def constant_step_length(gamma: Any) -> StepRule:
   return rule
 
 
+@hyperparameters("f_star")
 def polyak(f_star: Any = None) -> StepRule:
   """Polyak's step length, ``alpha_k = (f(x_k) - f*) / ||g_k||^2``.
 
@@ -355,6 +365,7 @@ def polyak(f_star: Any = None) -> StepRule:
   return rule
 
 
+@hyperparameters("delta")
 def polyak_estimated(delta: Any) -> StepRule:
   """Polyak's step length with ``f*`` estimated as ``f_best - delta_k``.
 

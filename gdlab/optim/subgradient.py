@@ -43,6 +43,8 @@ import optax
 
 from gdlab.optim.gd import _scalar_dtype
 from gdlab.optim.schedules import as_step_rule
+from gdlab.optim import accounting
+from gdlab.optim.hyperparams import hyperparameters
 
 __all__ = [
     "SubgradientState",
@@ -71,6 +73,7 @@ class SubgradientState(NamedTuple):
   params_best: Any
 
 
+@hyperparameters()
 def subgradient_descent(
     step_rule: Any) -> optax.GradientTransformationExtraArgs:
   r"""The subgradient method, ``x_{k+1} = x_k - \alpha_k g_k``.
@@ -179,3 +182,11 @@ def _field(state, name):
                      f"holding one (with a {name!r} field); got "
                      f"{type(state).__name__}.")
   return found
+
+
+def _account(state: SubgradientState) -> accounting.Accounting:
+  zero = jnp.int32(0)
+  return accounting.Accounting(state.step_size, zero, zero)
+
+
+accounting.register(SubgradientState, _account)
