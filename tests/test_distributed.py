@@ -12,7 +12,7 @@ from gdlab import results
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
 SETS = ["--set", "data.n=80", "--set", "train.dtype=float64", "--set",
-        "train.max_epochs=10"]
+        "train.stop.max_epochs=10"]
 
 
 def _free_port() -> int:

@@ -43,12 +43,12 @@ SCRIPT = textwrap.dedent('''
     assert len({s.device for s in data.x_train.addressable_shards}) == 4
     assert data.x_train.addressable_shards[0].data.shape == (16, 3)
     # ... and the compiled step sums the per-device gradients.
-    program = loop.build(lambda h: (obj, optim.gradient_descent(0.1)),
-                         loop.Regime("full_batch"), stopping.Criteria(),
-                         n_train=64, mesh=mesh)
-    carry = program.init(jax.random.PRNGKey(0),
-                         obj.model.init(jax.random.PRNGKey(1)), {})
-    hlo = jax.jit(program.run_chunk).lower(carry, data, {}).compile().as_text()
+    opt = optim.gradient_descent(0.1)
+    plan, numbers = loop.make_plan(obj, opt, loop.Regime("full_batch"),
+                                   stopping.Criteria(), n_train=64, mesh=mesh)
+    carry = loop.initial_carry(obj, opt, jax.random.PRNGKey(0))
+    program, _ = loop.compiled_chunk(plan, carry, data, numbers)
+    hlo = program.as_text()
     assert "all-reduce" in hlo
     # Clear errors for what cannot work.
     for make, what in [
@@ -80,20 +80,20 @@ def test_data_parallel_matches_one_device():
 SWEEP_SCRIPT = textwrap.dedent('''
     import pathlib, sys
     import numpy as np
-    from gdlab import config, experiment, results, sweep
+    from gdlab import config, results, run, sweep
     out = pathlib.Path(sys.argv[1])
     exp = config.load(sys.argv[2])
     sets = {"train.devices": 2, "data.n": 80, "train.dtype": "float64",
-            "train.max_epochs": 5}
+            "train.stop.max_epochs": 5}
     sweep.run_sweep(exp, out / "sweep", sets=sets, report=False)
-    base = experiment.resolve_runs(exp, variants=False, sets=sets)[0]
+    base = config.resolve_runs(exp, variants=False, sets=sets)[0]
     for entry in __import__("json").loads(
         (out / "sweep" / "sweep.json").read_text())["runs"]:
       rec = results.load_run(out / "sweep" / "runs" / entry["name"])
       # 4 runs x 2-way data parallelism on 4 devices: a 2 x 2 mesh.
       assert rec.summary["sweep_mesh"] == {"runs": 2, "data": 2}, rec.summary
       cfg = config.apply_overrides(base, entry["point"])
-      alone = experiment.run(cfg, out / "alone" / entry["name"], plots=False)
+      alone = run.run(cfg, out / "alone" / entry["name"], plots=False)
       np.testing.assert_allclose(rec.steps["loss"],
                                  alone.history.steps["loss"], rtol=1e-12)
     print("all ok")

@@ -9,6 +9,7 @@ import pytest
 import scipy.optimize
 
 from gdlab import loop, models, stopping, train
+from gdlab.optim import accounting
 from gdlab.losses import Penalty
 from gdlab.objective import Objective
 from gdlab.optim.gd import gradient_descent
@@ -423,8 +424,8 @@ def test_reuse_only_from_a_search_that_is_the_last_transform():
   chex.assert_trees_all_close(runs[0][0], runs[1][0], rtol=1e-12)
   np.testing.assert_array_equal(runs[0][1]["fun_evals"],
                                 runs[1][1]["fun_evals"])
-  assert train.stored_point(opt.init(params)) is None
-  assert train.stored_point(
+  assert accounting.stored_point(opt.init(params)) is None
+  assert accounting.stored_point(
       optim.steepest_descent(optim.wolfe_linesearch()).init(params)) is not None
 
 
