@@ -9,7 +9,8 @@ import pytest
 import scipy.optimize
 
 from gdlab import loop, models, stopping, train
-from gdlab.optim import accounting
+from gdlab import optim as optim_lib
+from gdlab.optim import accounting, hyperparams
 from gdlab.losses import Penalty
 from gdlab.objective import Objective
 from gdlab.optim.gd import gradient_descent
@@ -506,3 +507,134 @@ def test_growth_from_a_zero_first_loss_is_not_divergence():
   diverged, state = stopping.check(stopping.Criteria(), state,
                                    loss=jnp.array(1e-3), **kw)
   assert not bool(diverged) and int(state.reason) == stopping.RUNNING
+
+
+# ----------------------------------------------------------------------------
+# Compiled once: a second fit of the same structure compiles nothing.
+
+_EVENTS: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: _EVENTS.append(event))
+
+
+def _compiles(fn) -> tuple[int, object]:
+  """(XLA compilations and traces to jaxpr made by ``fn()``, its result)."""
+  start = len(_EVENTS)
+  out = fn()
+  new = _EVENTS[start:]
+  return sum(e in ("/jax/core/compile/backend_compile_duration",
+                   "/jax/core/compile/jaxpr_trace_duration") for e in new), out
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda lr: gradient_descent(lr, momentum=0.9),
+    lambda lr: optim_lib.subgradient_descent(optim_lib.square_summable(lr, 2.)),
+    lambda lr: optim_lib.steepest_descent(
+        optim_lib.backtracking_linesearch(initial_step=lr * 10, c1=lr / 10)),
+    lambda lr: optim_lib.heavy_ball(optim_lib.exponential_decay(lr, 10, 0.5),
+                                    0.5),
+], ids=["momentum", "subgradient_rule", "armijo", "heavy_ball_schedule"])
+def test_a_second_fit_compiles_nothing(make_opt):
+  """Same structure, new hyperparameters, new data of the same shape: no
+  compilation, and the numbers of a fresh process's first run."""
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 6, 1), "tanh"), "mse")
+  kwargs = dict(key=jax.random.PRNGKey(3), regime=loop.Regime("minibatch", 8),
+                criteria=stopping.Criteria(max_epochs=3))
+  loop.clear_programs()
+  first = loop.fit(obj, make_opt(0.05), (x, y), **kwargs)
+  assert first.history.compile_time > 0
+  n, again = _compiles(lambda: loop.fit(obj, make_opt(0.05), (x, y),
+                                        **kwargs))
+  assert n == 0
+  assert again.history.compile_time == 0
+  np.testing.assert_array_equal(again.history.steps["loss"],
+                                first.history.steps["loss"])
+  x1 = x + 1
+  n, other = _compiles(lambda: loop.fit(obj, make_opt(0.02), (x1, y),
+                                        **kwargs))
+  assert n == 0
+  # The reused program gives what a program compiled for these numbers gives.
+  loop.clear_programs()
+  fresh = loop.fit(obj, make_opt(0.02), (x1, y), **kwargs)
+  assert fresh.history.compile_time > 0
+  np.testing.assert_array_equal(other.history.steps["loss"],
+                                fresh.history.steps["loss"])
+
+
+def test_a_new_structure_compiles_again():
+  """What shapes the program is part of its key: another model, regime,
+  criteria, dtype of data, or a momentum of 0 (no velocity buffer)."""
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 6, 1), "tanh"), "mse")
+  kwargs = dict(key=jax.random.PRNGKey(3),
+                criteria=stopping.Criteria(max_epochs=2))
+  loop.fit(obj, gradient_descent(0.1, momentum=0.5), (x, y), **kwargs)
+  for change in [
+      lambda: loop.fit(obj, gradient_descent(0.1), (x, y), **kwargs),
+      lambda: loop.fit(Objective(models.mlp((3, 5, 1), "tanh"), "mse"),
+                       gradient_descent(0.1, momentum=0.5), (x, y), **kwargs),
+      lambda: loop.fit(obj, gradient_descent(0.1, momentum=0.5), (x, y),
+                       regime="sgd", **kwargs),
+      lambda: loop.fit(obj, gradient_descent(0.1, momentum=0.5),
+                       (x[:-1], y[:-1]), **kwargs),
+  ]:
+    n, result = _compiles(change)
+    assert n > 0 and result.history.compile_time > 0
+
+
+def test_recipes_split_and_assemble():
+  """A recipe is hashable, equal for equal structure, and rebuilds the
+  transformation with the numbers it is given."""
+  a = optim_lib.steepest_descent(optim_lib.wolfe_linesearch(c1=1e-3))
+  b = optim_lib.steepest_descent(optim_lib.wolfe_linesearch(c1=1e-2))
+  (ra, na), (rb, nb) = hyperparams.split(a), hyperparams.split(b)
+  assert ra == rb and hash(ra) == hash(rb)
+  assert na["line_search"]["c1"] == 1e-3 and nb["line_search"]["c1"] == 1e-2
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 6, 1), "tanh"), "mse")
+  params = obj.model.init(jax.random.PRNGKey(0))
+  rebuilt = hyperparams.assemble(ra, nb)
+  for opt in (b, rebuilt):
+    step = train.make_step(obj, opt)
+    out = step(params, opt.init(params), (x, y))
+    if opt is b:
+      want = out
+  chex.assert_trees_all_equal(out, want)
+  # Zero is structure; optax's own transformations are their own recipe.
+  assert (hyperparams.split(gradient_descent(0.1))[0] !=
+          hyperparams.split(gradient_descent(0.1, 0.5))[0])
+  adam = optax.adam(1e-3)
+  assert hyperparams.split(adam) == (hyperparams.Opaque(adam), {})
+  made = hyperparams.optax_factory(optax.adam, "learning_rate")
+  assert hyperparams.split(made(1e-3))[0] == hyperparams.split(made(1e-2))[0]
+
+
+def test_accounting_reads_every_optimizer_family():
+  """One record per state: the step size and the evaluations a search made,
+  for gdlab's optimizers and optax's own line searches."""
+  x, y = _regression()
+  obj = Objective(models.mlp((3, 6, 1), "tanh"), "mse")
+  params = obj.model.init(jax.random.PRNGKey(0))
+  cases = {
+      "gd": (gradient_descent(0.1), 0.1, False),
+      "subgradient": (optim_lib.subgradient_descent(0.1), 0.1, False),
+      "wolfe": (optim_lib.steepest_descent(optim_lib.wolfe_linesearch()),
+                None, True),
+      "optax_zoom": (optax.chain(optax.scale(-1.0),
+                                 optax.scale_by_zoom_linesearch(20)),
+                     None, True),
+      "adam": (optax.adam(1e-3), None, False),
+  }
+  for name, (opt, lr, searches) in cases.items():
+    state = opt.init(params)
+    _, new_state, m = train.make_step(obj, opt)(params, state, (x, y))
+    fun, grad = accounting.step_evals(state, new_state)
+    size = accounting.step_size(new_state)
+    if lr is not None:
+      np.testing.assert_allclose(size, lr, err_msg=name)
+    if name == "adam":
+      assert size is None and accounting.records(new_state) == []
+    assert (int(fun) > 0) == searches, name
+    assert int(m["fun_evals"]) == 1 + int(fun), name
+    assert int(m["grad_evals"]) == 1 + int(grad), name
