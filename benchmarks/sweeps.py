@@ -34,8 +34,8 @@ import numpy as np
 import optax
 
 import gdlab
+from gdlab import build
 from gdlab import config as config_lib
-from gdlab import experiment
 from gdlab import sweep
 from benchmarks import common
 
@@ -58,7 +58,8 @@ def experiment_config(n: int, steps: int) -> config_lib.ExperimentConfig:
                                    activation="tanh"),
       loss=config_lib.LossConfig(name="binary_cross_entropy"),
       optimizer=config_lib.OptimizerConfig(name="gd", learning_rate=0.1),
-      train=config_lib.TrainConfig(regime="full_batch", max_epochs=steps,
+      train=config_lib.TrainConfig(regime="full_batch",
+                                   stop=gdlab.Criteria(max_epochs=steps),
                                    dtype="float32"))
   return config_lib.ExperimentConfig(name="sweep_benchmark", base=base)
 
@@ -79,10 +80,10 @@ def run(size: str = "full") -> common.Report:
     report.notes.append(
         f"only one device: the sweep is vmapped but not sharded; run with "
         f"XLA_FLAGS={DEVICES_FLAG}=<cores> (benchmarks.run does).")
-  cfg0 = experiment.resolve_runs(exp, variants=False)[0]
-  data, dataset = experiment.build_data(cfg0)
-  objective = experiment.build_objective(cfg0, dataset)
-  criteria = experiment.build_criteria(cfg0.train)
+  cfg0 = config_lib.resolve_runs(exp, variants=False)[0]
+  data, dataset = build.dataset(cfg0)
+  objective = build.objective(cfg0, dataset)
+  criteria = cfg0.train.stop
   extra = {}
 
   def gdlab_sweep():
@@ -98,7 +99,7 @@ def run(size: str = "full") -> common.Report:
   def separate_fits():
     compile_s = run_s = 0.0
     for lr in rates:
-      result = gdlab.fit(objective, experiment.build_optimizer(
+      result = gdlab.fit(objective, build.optimizer(
           config_lib.OptimizerConfig(name="gd", learning_rate=lr)), data,
                          key=jax.random.PRNGKey(cfg0.seed),
                          regime="full_batch", criteria=criteria,

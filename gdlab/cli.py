@@ -15,12 +15,23 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import jax
+
+from gdlab import config as config_lib
+from gdlab import distributed
+from gdlab import report
+from gdlab import results
+from gdlab import run as run_lib
+from gdlab import sweep
+from gdlab.config import ConfigError
+
 
 def _use_all_cores() -> None:
   """On CPU, one XLA host device per core, so sweeps shard across cores.
 
-  Must run before JAX starts; it changes nothing on GPU or TPU, and is left
-  alone when XLA_FLAGS already sets the count.
+  Must run before JAX initialises its backends (its first computation or
+  device query; importing gdlab does neither); it changes nothing on GPU or
+  TPU, and is left alone when XLA_FLAGS already sets the count.
   """
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_force_host_platform_device_count" not in flags:
@@ -70,9 +81,7 @@ def _cmd_check_grads(args) -> int:
 
 
 def _load(args):
-  from gdlab import config as config_lib  # pylint: disable=g-import-not-at-top
-  from gdlab import experiment  # pylint: disable=g-import-not-at-top
-  exp = config_lib.load(experiment.find(args.config))
+  exp = config_lib.load(run_lib.find(args.config))
   sets = config_lib.parse_sets(args.set)
   if getattr(args, "devices", None) is not None:
     sets["train.devices"] = args.devices
@@ -87,18 +96,16 @@ def _default_out(kind: str, name: str) -> Path:
 
 
 def _cmd_run(args) -> int:
-  from gdlab import distributed  # pylint: disable=g-import-not-at-top
   if getattr(args, "distributed", False):
     distributed.initialize(args.coordinator, args.num_processes,
                            args.process_id)
-  from gdlab import experiment  # pylint: disable=g-import-not-at-top
   exp, sets = _load(args)
   out = Path(args.out) if args.out else _default_out("run", exp.name)
   if args.resume and not args.out:
     raise UsageError("--resume: give the folder to continue with --out.")
   try:
-    experiment.run_experiment(exp, out, smoke=args.smoke, sets=sets,
-                              resume=args.resume)
+    run_lib.run_experiment(exp, out, smoke=args.smoke, sets=sets,
+                           resume=args.resume)
   except KeyboardInterrupt:
     print(f"\ninterrupted: results so far and a checkpoint are in {out}; "
           f"continue with: gdlab run {args.config} --out {out} --resume",
@@ -113,7 +120,6 @@ def _cmd_run(args) -> int:
 
 
 def _parse_grid(items: Sequence[str] | None) -> dict | None:
-  from gdlab import config as config_lib  # pylint: disable=g-import-not-at-top
   if not items:
     return None
   grid = {}
@@ -126,8 +132,6 @@ def _parse_grid(items: Sequence[str] | None) -> dict | None:
 
 
 def _cmd_sweep(args) -> int:
-  from gdlab import config as config_lib  # pylint: disable=g-import-not-at-top
-  from gdlab import sweep  # pylint: disable=g-import-not-at-top
   exp, sets = _load(args)
   grid = _parse_grid(args.grid)
   for key, values in (grid or {}).items():
@@ -141,7 +145,6 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_report(args) -> int:
-  from gdlab import report, results  # pylint: disable=g-import-not-at-top
   dirs = []
   for d in args.run_dirs:
     path = Path(d)
@@ -160,19 +163,16 @@ def _cmd_report(args) -> int:
 
 def _cmd_list(args) -> int:
   del args
-  from gdlab import config as config_lib  # pylint: disable=g-import-not-at-top
-  from gdlab import experiment  # pylint: disable=g-import-not-at-top
-  names = experiment.experiment_names()
+  names = run_lib.experiment_names()
   width = max((len(n) for n in names), default=0)
   for name in names:
-    exp = config_lib.load(experiment.find(name))
+    exp = config_lib.load(run_lib.find(name))
     print(f"{name:<{width}}  {exp.question or exp.description}")
   return 0
 
 
 def _cmd_devices(args) -> int:
   del args
-  import jax  # pylint: disable=g-import-not-at-top
   print(f"jax {jax.__version__}, default backend: {jax.default_backend()}")
   for d in jax.devices():
     print(f"  {d.id}: {d.platform} {d.device_kind}")
@@ -273,8 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not getattr(args, "fn", None):
     parser.print_help()
     return 2
+  # Before any command runs: JAX reads XLA_FLAGS when it initialises its
+  # backends, at the first computation or device query, not at import.
   _use_all_cores()
-  from gdlab.config import ConfigError  # pylint: disable=g-import-not-at-top
   try:
     return args.fn(args)
   except (UsageError, ConfigError, ValueError, TypeError) as e:

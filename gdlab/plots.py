@@ -1,4 +1,4 @@
-"""Figures of runs, sweeps, loss surfaces and gradient checks, as PNG files.
+"""Generic figures of runs, sweeps and 2-D loss surfaces, as PNG files.
 
 Contract: every public function draws one figure, writes it as a PNG to
 ``path`` (creating the folder) and returns ``path`` as a ``pathlib.Path``.
@@ -7,6 +7,11 @@ pyplot is never imported.  So the module works headless (no display, no GUI
 toolkit) and leaves the process's backend and pyplot's figure registry as
 they were: importing it in a notebook does not change how the notebook shows
 its own figures, and there is no figure to close.
+
+Figures that belong to one analysis live with it in ``gdlab.analyses``
+(the subgradient method's ``f_best - f*``, the gradient-check table) and use
+the helpers here (:func:`run_colour`, :func:`named_runs`,
+:func:`place_legend`, :func:`mark_no_data`, :func:`save_png`).
 
 Inputs:
 
@@ -45,6 +50,8 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from gdlab import data
+
 X_AXES = ("step", "epoch", "grad_evals", "fun_evals", "time")
 LABELS = {
     "step": "step",
@@ -72,11 +79,13 @@ def _label(key: str) -> str:
   return LABELS.get(key, key.replace("_", " "))
 
 
-def _colour(i: int):
+def run_colour(i: int):
+  """The colour of the ``i``-th run of a figure."""
   return colormaps["tab10" if i < 10 else "tab20"](i % 20)
 
 
-def _named(runs) -> dict[str, Any]:
+def named_runs(runs) -> dict[str, Any]:
+  """``runs`` as a dict ``name -> run`` (see the module docstring)."""
   if isinstance(runs, Mapping):
     return dict(runs)
   if isinstance(runs, Sequence) and not isinstance(runs, str):
@@ -101,14 +110,15 @@ def _wants_log(arrays, setting, decades: float = 2.0) -> bool:
               vals.max() / vals.min() > 10 ** decades)
 
 
-def _save(fig: Figure, path) -> Path:
+def save_png(fig: Figure, path) -> Path:
+  """Writes ``fig`` as a PNG to ``path`` (creating the folder); returns it."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=DPI, format="png")
   return path
 
 
-def _legend(ax) -> None:
+def place_legend(ax) -> None:
   """A legend inside the axes, or to their right when it is long.
 
   Past 40 entries (a large sweep) a legend would crowd out the axes; the
@@ -126,7 +136,8 @@ def _legend(ax) -> None:
     ax.legend(fontsize="small")
 
 
-def _no_data(ax, what: str) -> None:
+def mark_no_data(ax, what: str) -> None:
+  """Says in the axes that ``what`` has no finite values to draw."""
   ax.text(0.5, 0.5, f"no finite values of {what}", ha="center", va="center",
           transform=ax.transAxes, color="gray")
 
@@ -196,7 +207,7 @@ def loss_curves(runs, path, x: str = "step", y: str | Sequence[str] = "loss",
   fig = Figure(figsize=(7.5, 4.5), layout="constrained")
   ax = fig.add_subplot()
   drawn = []
-  for i, (name, run) in enumerate(_named(runs).items()):
+  for i, (name, run) in enumerate(named_runs(runs).items()):
     for j, key in enumerate(names):
       s = series(run, x, key)
       if s is None:
@@ -209,13 +220,13 @@ def loss_curves(runs, path, x: str = "step", y: str | Sequence[str] = "loss",
       label = name if len(names) == 1 else f"{name}: {_label(key)}"
       label += " (diverged)" if diverged else ""
       few = ok.sum() <= 30
-      ax.plot(xs[ok], ys[ok], _LINESTYLES[j % 4], color=_colour(i), lw=1.5,
+      ax.plot(xs[ok], ys[ok], _LINESTYLES[j % 4], color=run_colour(i), lw=1.5,
               label=label, marker="o" if few else None, ms=3)
       if diverged:
-        ax.plot(xs[ok][-1], ys[ok][-1], "x", color=_colour(i), ms=11, mew=2.5)
+        ax.plot(xs[ok][-1], ys[ok][-1], "x", color=run_colour(i), ms=11, mew=2.5)
       drawn.append(ys[ok])
   if not drawn:
-    _no_data(ax, ", ".join(names))
+    mark_no_data(ax, ", ".join(names))
   if _wants_log(drawn, log_y):
     ax.set_yscale("log")
   ax.set_xlabel(_label(x))
@@ -223,8 +234,8 @@ def loss_curves(runs, path, x: str = "step", y: str | Sequence[str] = "loss",
   ax.set_title(title or f"{' and '.join(map(_label, names))} against "
                f"{_label(x)}")
   ax.grid(True, which="major", alpha=0.3)
-  _legend(ax)
-  return _save(fig, path)
+  place_legend(ax)
+  return save_png(fig, path)
 
 
 def step_sizes(runs, path, log_y="auto", *, title: str = "step size") -> Path:
@@ -314,9 +325,9 @@ def sensitivity(values, finals, path, xlabel: str, ylabel: str = "final loss",
                       np.maximum(count, 1), np.nan)
       lo = np.where(some, np.where(finite, c, np.inf).min(axis=0), np.nan)
       hi = np.where(some, np.where(finite, c, -np.inf).max(axis=0), np.nan)
-      ax.fill_between(values, lo, hi, color=_colour(0), alpha=0.25, lw=0,
+      ax.fill_between(values, lo, hi, color=run_colour(0), alpha=0.25, lw=0,
                       label=f"min-max over {c.shape[0]}")
-      ax.plot(values, mean, "o-", color=_colour(0), ms=4,
+      ax.plot(values, mean, "o-", color=run_colour(0), ms=4,
               label=f"mean over {c.shape[0]} (finite runs)")
       drawn += [lo[np.isfinite(lo)], hi[np.isfinite(hi)]]
       if bad.any():
@@ -326,13 +337,13 @@ def sensitivity(values, finals, path, xlabel: str, ylabel: str = "final loss",
     else:
       ok = np.isfinite(c)
       label = None if len(curves) == 1 and name == "final" else name
-      ax.plot(values, np.where(ok, c, np.nan), "o-", color=_colour(i), ms=4,
+      ax.plot(values, np.where(ok, c, np.nan), "o-", color=run_colour(i), ms=4,
               label=label)
       drawn.append(c[ok])
       if (~ok).any():
-        mark(values[~ok], _colour(i) if len(curves) > 1 else "tab:red")
+        mark(values[~ok], run_colour(i) if len(curves) > 1 else "tab:red")
   if not any(d.size for d in drawn):
-    _no_data(ax, ylabel)
+    mark_no_data(ax, ylabel)
   if log_x is True or (log_x == "auto" and (_wants_log([values], "auto") or
                                              _geometric(values))):
     ax.set_xscale("log")
@@ -342,8 +353,8 @@ def sensitivity(values, finals, path, xlabel: str, ylabel: str = "final loss",
   ax.set_ylabel(ylabel)
   ax.set_title(title or f"{ylabel} against {xlabel}")
   ax.grid(True, which="major", alpha=0.3)
-  _legend(ax)
-  return _save(fig, path)
+  place_legend(ax)
+  return save_png(fig, path)
 
 
 def _paths(trajectories) -> dict[str, np.ndarray]:
@@ -392,7 +403,6 @@ def surface(function, trajectories, path, levels: int | Sequence[float] = 30,
     ``path``.
   """
   if isinstance(function, str):
-    from gdlab import data  # pylint: disable=g-import-not-at-top
     function = data.get_function(function)
   xs, ys, zs = (np.asarray(a, float) for a in function.grid(num))
   paths = _paths(trajectories)
@@ -457,7 +467,7 @@ def surface(function, trajectories, path, levels: int | Sequence[float] = 30,
   ax.set_title(title or f"{function.name}: contours of {zlabel}")
   if three_d:
     _surface_3d(fig, function, xs, ys, zplot, paths, base, log_levels, zlabel)
-  return _save(fig, path)
+  return save_png(fig, path)
 
 
 def _surface_3d(fig, function, xs, ys, zplot, paths, base, log, zlabel):
@@ -486,148 +496,3 @@ def _surface_3d(fig, function, xs, ys, zplot, paths, base, log, zlabel):
   ax.set_zlabel(f"log10({zlabel})" if log else zlabel)
   ax.view_init(elev=35, azim=-120)
   ax.set_title("surface z = f(x, y)")
-
-
-def fbest_gap(runs, f_star: float, bounds, path, *, log_x: bool = False,
-              title: str | None = None) -> Path:
-  """``f_best^(k) - f*`` against ``k`` on a log axis, with bound curves.
-
-  For the subgradient method, which is not a descent method, the quantity
-  of interest is the best value so far, ``f_best^(k) = min_{i <= k} f(x_i)``.
-
-  Args:
-    runs: mapping ``name -> f`` where ``f`` is an array of values (the best
-      so far is taken, so raw ``f(x_k)`` works too), a pair ``(f, bound)``
-      with ``bound`` an array drawn dashed in the run's colour or None, or a
-      run whose per-step ``loss`` is used.
-    f_star: the optimal value ``f*``.
-    bounds: None or a mapping ``name -> array`` of further theoretical
-      bounds on ``f_best^(k) - f*``, drawn dashed in grey.
-    path: the PNG to write.
-    log_x: also a log axis for ``k`` (``O(1/sqrt(k))`` rates become lines).
-    title: the figure title.
-
-  Returns:
-    ``path``.  Gaps that are zero (``f*`` reached exactly) are not drawn.
-  """
-  fig = Figure(figsize=(7.5, 4.5), layout="constrained")
-  ax = fig.add_subplot()
-  drawn = []
-
-  def draw(k, y, **kw):
-    ok = np.isfinite(y) & (y > 0)
-    if (y == 0).any():
-      kw["label"] += f" (gap 0 from k = {k[np.argmax(y == 0)]})"
-    ax.plot(k[ok], y[ok], **kw)
-    if ok.any():
-      drawn.append(y[ok])
-
-  for i, (name, v) in enumerate(_named(runs).items()):
-    bound = None
-    if hasattr(v, "steps"):
-      f = v.steps.get("loss", np.zeros(0))
-    elif isinstance(v, tuple) and len(v) == 2 and np.ndim(v[0]) == 1:
-      f, bound = v
-    else:
-      f = v
-    f = np.asarray(f, float)
-    gap = np.fmin.accumulate(np.where(np.isnan(f), np.inf, f)) - f_star
-    draw(np.arange(1, len(f) + 1), gap, color=_colour(i), lw=1.6, label=name)
-    if bound is not None:
-      b = np.asarray(bound, float)
-      draw(np.arange(1, len(b) + 1), b, color=_colour(i), ls="--", lw=1.2,
-           label=f"{name}: bound")
-  greys = ("0.15", "0.45", "0.65")
-  for j, (name, b) in enumerate((bounds or {}).items()):
-    b = np.asarray(b, float)
-    draw(np.arange(1, len(b) + 1), b, color=greys[j % 3], lw=1.2,
-         ls=(0, (5, 2 + 2 * j)), label=str(name))
-  if drawn:
-    ax.set_yscale("log")
-  else:
-    _no_data(ax, "f_best - f*")
-  if log_x:
-    ax.set_xscale("log")
-  ax.set_xlabel("iteration k")
-  ax.set_ylabel(r"$f_{\mathrm{best}}^{(k)} - f^\star$")
-  ax.set_title(title or f"best value gap (f* = {f_star:.6g})")
-  ax.grid(True, which="major", alpha=0.3)
-  _legend(ax)
-  return _save(fig, path)
-
-
-def _tolerance_cmap(log_tol: float, low: float):
-  """Greens below ``log_tol``, oranges to reds above, on ``[low, 0]``."""
-  below = max(1, round(8 * (log_tol - low)))
-  above = max(1, round(-8 * log_tol))
-  rgba = np.vstack([colormaps["Greens_r"](np.linspace(0.0, 0.75, below)),
-                    colormaps["OrRd"](np.linspace(0.35, 0.95, above))])
-  return mcolors.ListedColormap(rgba), mcolors.Normalize(low, 0.0)
-
-
-def gradcheck_table(rows, path, *, autodiff_tol: float | None = None,
-                    fd_tol: float | None = None,
-                    title: str | None = None) -> Path:
-  """Heat maps of the gradient-check grid (:func:`gdlab.gradcheck.grid`).
-
-  Two panels, the hand-written gradient against ``jax.grad`` and against
-  finite differences; each cell is ``log10`` of the worst relative error of
-  an (activation, loss) pair over the other axes of the grid (bias
-  arrangement, depth, reduction), annotated with the error.  Colours turn
-  from green to red at the panel's tolerance; cells above it say "FAIL".
-
-  Args:
-    rows: :class:`gdlab.gradcheck.Row` records (or objects with the same
-      fields).
-    path: the PNG to write.
-    autodiff_tol, fd_tol: the tolerances (default: those of
-      :mod:`gdlab.gradcheck`).
-    title: the figure title.
-
-  Returns:
-    ``path``.
-  """
-  from gdlab import gradcheck  # pylint: disable=g-import-not-at-top
-  rows = list(rows)
-  if not rows:
-    raise ValueError("rows: expected at least one gradient-check row; got "
-                     "none.")
-  acts = list(dict.fromkeys(r.activation for r in rows))
-  losses = list(dict.fromkeys(r.loss for r in rows))
-  panels = (("vs_autodiff", "manual vs jax.grad",
-             autodiff_tol or gradcheck.AUTODIFF_TOL),
-            ("vs_finite_diff", "manual vs finite differences",
-             fd_tol or gradcheck.FD_TOL))
-  fig = Figure(figsize=(2 * (1.1 * len(losses) + 2.2), 0.5 * len(acts) + 2.2),
-               layout="constrained")
-  floor = 1e-18
-  for p, (field, name, tol) in enumerate(panels):
-    worst = np.full((len(acts), len(losses)), np.nan)
-    for r in rows:
-      i, j = acts.index(r.activation), losses.index(r.loss)
-      worst[i, j] = np.fmax(worst[i, j], float(getattr(r, field)))
-    logs = np.log10(np.maximum(worst, floor))
-    cmap, norm = _tolerance_cmap(math.log10(tol), math.log10(floor))
-    ax = fig.add_subplot(1, 2, p + 1)
-    im = ax.imshow(logs, cmap=cmap, norm=norm, aspect="auto")
-    for i in range(len(acts)):
-      for j in range(len(losses)):
-        v = worst[i, j]
-        if np.isnan(v):
-          continue
-        r, g, b, _ = cmap(norm(logs[i, j]))
-        dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
-        failed = v > tol
-        ax.text(j, i, ("0" if v <= floor else f"{v:.0e}") +
-                ("\nFAIL" if failed else ""), ha="center", va="center",
-                fontsize="small", color="white" if dark else "black",
-                fontweight="bold" if failed else "normal")
-    ax.set_xticks(range(len(losses)), losses, rotation=35, ha="right")
-    ax.set_yticks(range(len(acts)), acts)
-    ax.set_title(f"{name} (tol {tol:.0e})")
-    bar = fig.colorbar(im, ax=ax, label="log10 relative error")
-    bar.ax.axhline(math.log10(tol), color="k", lw=1.5)
-  passed = sum(bool(r.passed) for r in rows)
-  fig.suptitle(title or f"Gradient check: worst relative error per "
-               f"activation and loss ({passed}/{len(rows)} rows pass)")
-  return _save(fig, path)

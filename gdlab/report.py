@@ -7,11 +7,11 @@ relative links, so the folder can be moved, archived or browsed as it is.
 Both return the path of ``report.md`` and rewrite it whole (atomically) on
 every call.
 
-The final quantities of a run (:func:`summarize`) come from its
+The final quantities of a run (:func:`final_quantities`) come from its
 ``summary.json``, looked up at the top level and one level down (so a
 summary that groups them, e.g. under ``"final"``, works too), and otherwise
 from its metrics: the last epoch's record, the number of per-step rows.
-Tables are Markdown (:func:`format_table`): numbers to four significant
+Tables are Markdown (:func:`markdown_table`): numbers to four significant
 digits, integers in full, missing values (None, NaN) as "–".
 """
 
@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gdlab import data
 from gdlab import plots
 from gdlab import results
 
@@ -93,7 +94,7 @@ def format_value(v: Any, digits: int = 4) -> str:
   return str(v).replace("|", "\\|").replace("\n", " ")
 
 
-def format_table(rows: Sequence[Mapping[str, Any]],
+def markdown_table(rows: Sequence[Mapping[str, Any]],
                  columns: Sequence[str | tuple[str, str]] | Mapping[str, str]
                  | None = None, *, digits: int = 4) -> str:
   """A Markdown table, one row per dict.
@@ -142,7 +143,7 @@ def _last(d: Mapping[str, np.ndarray], key: str) -> float | None:
   return None
 
 
-def summarize(record: results.RunRecord) -> dict[str, Any]:
+def final_quantities(record: results.RunRecord) -> dict[str, Any]:
   """A run's final quantities, by the keys of :data:`SUMMARY_ROWS`, + name."""
   s, steps, epochs = record.summary or {}, record.steps, record.epochs
   n = len(steps.get("loss", steps.get("step", ())))
@@ -197,7 +198,6 @@ def _function(config: Mapping[str, Any], function):
   options that :func:`gdlab.data.get_function` rejects give None (no surface
   figure rather than the surface of another function).
   """
-  from gdlab import data  # pylint: disable=g-import-not-at-top
   if function is not None:
     return data.get_function(function) if isinstance(function, str) \
         else function
@@ -255,15 +255,15 @@ def run_report(run_dir: str | os.PathLike, *, function=None) -> Path:
     figs.append(("Path on the surface", plots.surface(
         fn, {rec.name: rec.trajectory}, out / "surface.png")))
 
-  final = summarize(rec)
+  final = final_quantities(rec)
   lines = [f"# Run report: {rec.name}", "",
-           format_table([{"quantity": label, "value": final[key]}
+           markdown_table([{"quantity": label, "value": final[key]}
                          for key, label in SUMMARY_ROWS],
                         ["quantity", "value"]), "", "## Figures", ""]
   lines += _figures(figs, rec.path)
   versions = {k: _lookup(rec.summary, k) for k in VERSION_KEYS}
   if any(v is not None for v in versions.values()):
-    lines += ["## Environment", "", format_table(
+    lines += ["## Environment", "", markdown_table(
         [{"component": k, "version": v} for k, v in versions.items()
          if v is not None], ["component", "version"]), ""]
   config = rec.path / results.CONFIG
@@ -340,9 +340,9 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   if _has(records, "step_size"):
     figs.append(("Step sizes", plots.step_sizes(runs, out / "step_sizes.png")))
 
-  rows = [dict(summarize(r), name=n) for n, r in runs.items()]
+  rows = [dict(final_quantities(r), name=n) for n, r in runs.items()]
   lines = [f"# {title or f'Comparison of {len(records)} runs'}", "",
-           format_table(rows, RUN_COLUMNS), "", "## Figures", ""]
+           markdown_table(rows, RUN_COLUMNS), "", "## Figures", ""]
   lines += _figures(figs, out_dir)
   for sec in extra_sections:
     sec = Section(*sec)

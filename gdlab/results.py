@@ -13,6 +13,13 @@ A run folder holds::
                        counters), flax serialization
     plots/             PNG figures; report.md embeds them
 
+Writing: :func:`write_run` (config, metrics, summary, trajectory,
+checkpoint; between chunks it appends the new metric rows), with
+:func:`run_summary` the content of ``summary.json``.  Reading:
+:func:`load_run` (a :class:`RunRecord`), :func:`load_history` (a
+:class:`gdlab.history.History` to resume from), :func:`read_checkpoint`,
+:func:`final_params` and :func:`final_loss`.
+
 Every file is written atomically (to a temporary file in the same folder,
 then renamed), so an interrupted run leaves each file either complete or as
 it was before.  ``metrics.jsonl`` is appended chunk by chunk and rewritten whole, in
@@ -32,7 +39,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import jax
+import jaxlib
 import numpy as np
+from flax import serialization
+
+import gdlab
+from gdlab import config as config_lib
+from gdlab import history as history_lib
+from gdlab import loop
+from gdlab import parallel
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -40,6 +56,8 @@ SUMMARY = "summary.json"
 TRAJECTORY = "trajectory.json"
 CHECKPOINT = "checkpoint.msgpack"
 PLOTS = "plots"
+# An experiment folder's seed sweeps: SEEDS/<variant>/ (see gdlab.run).
+SEEDS = "seeds"
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
@@ -130,9 +148,6 @@ def read_metrics(run_dir: str | os.PathLike) -> tuple[dict, dict]:
 
 def versions() -> dict[str, Any]:
   """Versions of gdlab and its stack, the device, and the git commit."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jaxlib  # pylint: disable=g-import-not-at-top
-  import gdlab  # pylint: disable=g-import-not-at-top
   out = {
       "gdlab": gdlab.__version__,
       "jax": jax.__version__,
@@ -191,14 +206,13 @@ class RunRecord:
 
 def load_run(run_dir: str | os.PathLike) -> RunRecord:
   """Reads a run folder written by ``gdlab run`` or ``gdlab sweep``."""
-  import yaml  # pylint: disable=g-import-not-at-top
   run_dir = Path(run_dir)
   if not (run_dir / SUMMARY).exists() and not (run_dir / METRICS).exists():
     raise ValueError(f"run_dir: expected a run folder holding {SUMMARY} and "
                      f"{METRICS}; got {str(run_dir)!r}.")
   config = {}
   if (run_dir / CONFIG).exists():
-    config = yaml.safe_load((run_dir / CONFIG).read_text()) or {}
+    config = config_lib.read_yaml((run_dir / CONFIG).read_text()) or {}
   summary = {}
   if (run_dir / SUMMARY).exists():
     summary = json.loads((run_dir / SUMMARY).read_text())
@@ -209,3 +223,103 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
                             dtype=float)
   name = summary.get("name") or run_dir.name
   return RunRecord(run_dir, name, config, summary, steps, epochs, trajectory)
+
+
+def final_loss(summary: dict) -> float:
+  """The final training loss of a ``summary.json`` (NaN when it has none)."""
+  value = (summary.get("final") or {}).get("train_loss")
+  return math.nan if value is None else float(value)
+
+
+def load_history(run_dir: str | os.PathLike) -> history_lib.History:
+  """The history logged in a run folder, to continue it from its checkpoint."""
+  record = load_run(run_dir)
+  steps, epochs, summary = record.steps, record.epochs, record.summary
+  steps.pop("step", None)
+  history = history_lib.empty_history()
+  if steps:
+    history.steps = steps
+  if epochs:
+    history.epochs = epochs
+  trajectory = record.trajectory
+  if trajectory is not None and len(trajectory) > 1:
+    # The parameters of every step; the last row is the final parameters,
+    # which write_run appends.
+    history.steps["params"] = trajectory[:-1]
+  history.compile_time = summary.get("compile_time", 0.0) or 0.0
+  history.run_time = summary.get("run_time", 0.0) or 0.0
+  return history
+
+
+def read_checkpoint(run_dir: str | os.PathLike, template: loop.Carry):
+  """The carry in a run folder's checkpoint, shaped like ``template``.
+
+  Raises ``ValueError``, ``KeyError`` or ``TypeError`` (flax's) when the
+  checkpoint does not hold a state of that shape.
+  """
+  return serialization.from_bytes(
+      template, (Path(run_dir) / CHECKPOINT).read_bytes())
+
+
+def final_params(run_dir: str | os.PathLike, template):
+  """The parameters in a run's checkpoint, shaped like ``template``."""
+  state = serialization.msgpack_restore(
+      (Path(run_dir) / CHECKPOINT).read_bytes())
+  return serialization.from_state_dict(template, state["params"])
+
+
+def write_checkpoint(run_dir: str | os.PathLike, carry: loop.Carry) -> None:
+  atomic_write(Path(run_dir) / CHECKPOINT,
+               serialization.to_bytes(parallel.to_host(carry)))
+
+
+def run_summary(cfg: config_lib.RunConfig, history: history_lib.History,
+                extra: dict | None = None) -> dict:
+  """The content of ``summary.json``."""
+  final = {k: v for k, v in history.final().items()}
+  return {
+      "name": cfg.name,
+      "stop_reason": history.stop_reason,
+      "steps": history.num_steps,
+      "epochs": int(history.epochs["epoch"][-1]) if len(
+          history.epochs.get("epoch", ())) else 0,
+      "grad_evals": int(np.sum(history.steps["grad_evals"])) if
+      history.num_steps else 0,
+      "fun_evals": int(np.sum(history.steps["fun_evals"])) if
+      history.num_steps else 0,
+      "final": final,
+      "compile_time": history.compile_time,
+      "run_time": history.run_time,
+      "steps_per_second": history.steps_per_second,
+      "versions": versions(),
+      **(extra or {}),
+  }
+
+
+def write_run(run_dir: str | os.PathLike, cfg: config_lib.RunConfig,
+              history: history_lib.History, carry: loop.Carry | None,
+              extra: dict | None = None,
+              written: tuple[int, int] | None = None) -> None:
+  """Writes a run folder's config, metrics, summary and checkpoint.
+
+  ``written``: the (step, epoch) rows already in ``metrics.jsonl``; the rest
+  are appended.  Without it the log is rewritten whole.
+  """
+  run_dir = Path(run_dir)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  atomic_write(run_dir / CONFIG, config_lib.dump(cfg))
+  steps = {k: v for k, v in history.steps.items() if k != "params"}
+  if written is None:
+    write_metrics(run_dir, steps, history.epochs)
+  else:
+    append_metrics(run_dir, steps, history.epochs, *written)
+  if "params" in history.steps and len(history.steps["params"]):
+    traj = np.asarray(history.steps["params"], float)
+    if carry is not None:
+      final = np.concatenate([np.ravel(np.asarray(p)) for p in
+                              jax.tree_util.tree_leaves(carry.params)])
+      traj = np.vstack([traj, final[None]])
+    write_json(run_dir / TRAJECTORY, traj.tolist())
+  write_json(run_dir / SUMMARY, run_summary(cfg, history, extra))
+  if carry is not None:
+    write_checkpoint(run_dir, carry)

@@ -1,5 +1,6 @@
 """The gdlab command."""
 
+import os
 import subprocess
 import sys
 
@@ -28,3 +29,18 @@ def test_console_script_runs():
   out = subprocess.run([sys.executable, "-m", "gdlab.cli", "devices"],
                        capture_output=True, text=True, check=True).stdout
   assert "cpu" in out.lower()
+
+
+def test_one_host_device_per_core_despite_the_imports():
+  """gdlab.cli imports the library at the top; XLA_FLAGS is still in time.
+
+  JAX reads the flags when it initialises its backends, which importing
+  gdlab does not do; the command sets them first thing in ``main``.
+  """
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  out = subprocess.run([sys.executable, "-m", "gdlab.cli", "devices"],
+                       capture_output=True, text=True, check=True,
+                       env=env).stdout
+  devices = [line for line in out.splitlines() if line.startswith("  ")]
+  assert len(devices) == (os.cpu_count() or 1), out

@@ -5,7 +5,10 @@ test then checks the results folder (run folders, report, figures) and the
 analysis's numbers against an independent computation where that is cheap:
 f* of the subgradient problems by scipy on a smooth reformulation, the
 least-squares solution by ``numpy.linalg.lstsq``, the end points of the paths
-on the test functions.
+on the test functions.  The summaries of a few cheap experiments are also
+compared with numbers recorded before the orchestration was restructured
+(``data/smoke_summaries.json``), and every analysis is run a second time on
+the finished folders with training disabled: analyses only read runs.
 """
 
 import json
@@ -17,13 +20,21 @@ import pytest
 import scipy.optimize
 
 from gdlab import analyses
+from gdlab import build
 from gdlab import cli
 from gdlab import config
 from gdlab import data as data_lib
-from gdlab import experiment
+from gdlab import gradcheck
+from gdlab import loop
+from gdlab import report
 from gdlab import results
+from gdlab import run as run_lib
+from gdlab import sweep
+from gdlab.analyses import engines, subgradient
 
-NAMES = experiment.experiment_names()
+NAMES = run_lib.experiment_names()
+RECORDED = json.loads((Path(__file__).parent / "data" /
+                       "smoke_summaries.json").read_text())["experiments"]
 PNG = b"\x89PNG\r\n\x1a\n"
 RUN_FILES = (results.CONFIG, results.METRICS, results.SUMMARY,
              results.CHECKPOINT)
@@ -35,7 +46,7 @@ def _is_png(path: Path) -> bool:
 
 def _train_set(run_dir: Path):
   cfg = analyses.run_config(results.load_run(run_dir))
-  data, _ = experiment.build_data(cfg, smoke=True)
+  data, _ = build.dataset(cfg, smoke=True)
   x = np.asarray(data.x_train, np.float64)
   return cfg, x, np.asarray(data.y_train, np.float64).reshape(len(x), -1)
 
@@ -46,13 +57,13 @@ def _train_set(run_dir: Path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_config_is_complete(name):
-  exp = config.load(experiment.find(name))
+  exp = config.load(run_lib.find(name))
   assert exp.name == name
   assert exp.question.strip() and "\n" not in exp.question.strip()
   assert exp.description.strip()
   assert exp.smoke, "a smoke section makes the experiment run in seconds"
   assert exp.analysis is None or exp.analysis in analyses.ANALYSES
-  runs = experiment.resolve_runs(exp, smoke=True)
+  runs = config.resolve_runs(exp, smoke=True)
   assert len({r.name for r in runs}) == len(runs)
 
 
@@ -146,7 +157,12 @@ def _check_seed_spread(exp, out: Path) -> None:
   payload = json.loads((out / "seed_spread.json").read_text())
   spread = {}
   for v in payload["variants"]:
-    assert v["seed_list"] == exp.sweep["seed"][:analyses.SMOKE_SEEDS]
+    # The seed sweep ran as part of the experiment, into seeds/<variant>/.
+    for seed in v["seed_list"]:
+      sub = out / results.SEEDS / v["variant"] / "runs"
+      assert (sub / f"{v['variant']}[seed={seed}]" / results.SUMMARY).is_file()
+    assert v["seed_list"] == config.seed_sweep_seeds(exp, smoke=True)
+    assert v["seed_list"] == exp.sweep["seed"][:config.SMOKE_SEEDS]
     losses = np.asarray(v["final_losses"], float)
     assert losses.shape == (v["seeds"],) and np.all(np.isfinite(losses))
     assert v["loss_range"] == pytest.approx(np.ptp(losses))
@@ -172,7 +188,7 @@ def _check_gradcheck(exp, out: Path) -> None:
 
 def _check_surface(exp, out: Path) -> None:
   payload = json.loads((out / "surface.json").read_text())
-  names = {r.name for r in experiment.resolve_runs(exp, smoke=True)}
+  names = {r.name for r in config.resolve_runs(exp, smoke=True)}
   assert {r["run"] for r in payload["runs"]} == names
   for row in payload["runs"]:
     rec = results.load_run(out / "runs" / row["run"])
@@ -195,18 +211,58 @@ CHECKS = {
 
 
 def test_every_analysis_is_checked():
-  assert set(CHECKS) == set(analyses.ANALYSES)
+  assert set(CHECKS) == set(analyses.ANALYSES) == set(config.ANALYSES)
 
 
 # ----------------------------------------------------------------------------
 # Each experiment end to end.
 
+TIMINGS = ("compile_time", "run_time", "steps_per_second", "time")
+
+
+def _check_recorded_summaries(name: str, out: Path) -> None:
+  """The summaries match those recorded from the code before the split.
+
+  Float64 runs to 1e-12 relative; float32 runs exactly.
+  """
+  for run_name, want in RECORDED[name].items():
+    rec = results.load_run(out / "runs" / run_name)
+    got = rec.summary
+    exact = analyses.run_config(rec).train.dtype == "float32"
+    for key in ("stop_reason", "steps", "epochs", "grad_evals", "fun_evals"):
+      assert got[key] == want[key], (run_name, key)
+    final = {k: v for k, v in got["final"].items() if k not in TIMINGS}
+    assert final.keys() == want["final"].keys(), run_name
+    for key, value in want["final"].items():
+      if isinstance(value, float) and not exact:
+        assert final[key] == pytest.approx(value, rel=1e-12, abs=0), (
+            run_name, key)
+      else:
+        assert final[key] == value, (run_name, key)
+
+
+def test_the_record_is_of_experiments_that_exist():
+  assert RECORDED and set(RECORDED) <= set(NAMES)
+
+
+def _analysis_without_training(exp, out: Path, runs, monkeypatch) -> None:
+  """Runs the analysis again on the finished folders, with training off."""
+  def no_training(*args, **kwargs):
+    raise AssertionError("an analysis started training")
+  for module, name in ((loop, "fit"), (loop, "drive"),
+                       (sweep, "run_sweep"), (run_lib, "run")):
+    monkeypatch.setattr(module, name, no_training)
+  sections = analyses.run(exp, out, [out / "runs" / c.name for c in runs],
+                          smoke=True)
+  assert sections and all(isinstance(s, report.Section) or len(s) == 3
+                          for s in sections)
+
 
 @pytest.mark.parametrize("name", NAMES)
-def test_experiment_runs_end_to_end(name, tmp_path):
-  exp = config.load(experiment.find(name))
-  out = experiment.run_experiment(exp, tmp_path / name, smoke=True)
-  runs = experiment.resolve_runs(exp, smoke=True)
+def test_experiment_runs_end_to_end(name, tmp_path, monkeypatch):
+  exp = config.load(run_lib.find(name))
+  out = run_lib.run_experiment(exp, tmp_path / name, smoke=True)
+  runs = config.resolve_runs(exp, smoke=True)
   for cfg in runs:
     run_dir = out / "runs" / cfg.name
     for f in RUN_FILES:
@@ -224,12 +280,45 @@ def test_experiment_runs_end_to_end(name, tmp_path):
   assert list((out / "plots").glob("*.png"))
   if exp.analysis is not None:
     CHECKS[exp.analysis](exp, out)
+    _analysis_without_training(exp, out, runs, monkeypatch)
+  if name in RECORDED:
+    _check_recorded_summaries(name, out)
+
+
+# ----------------------------------------------------------------------------
+# The analyses' own figures.
+
+
+def _check_figure(path: Path) -> None:
+  assert _is_png(path) and path.stat().st_size > 5_000, path
+
+
+def test_fbest_gap(tmp_path):
+  k = np.arange(1, 201)
+  rng = np.random.default_rng(0)
+  f = 1.0 + 1 / np.sqrt(k) * (1 + rng.uniform(size=k.size))
+  out = subgradient.fbest_gap(
+      {"constant": (f, 3 / np.sqrt(k)), "raw": f + 0.5, "exact": np.ones(5)},
+      1.0, {"O(1/sqrt k)": 2 / np.sqrt(k)}, tmp_path / "gap.png", log_x=True)
+  _check_figure(out)
+
+
+def test_gradcheck_table(tmp_path):
+  rows = [gradcheck.Row(a, l, b, d, "mean", e, 10 * e + 1e-9, True)
+          for a in ("relu", "tanh", "sigmoid") for l in ("mse", "softmax_ce")
+          for b in ("neuron", "none") for d in (0, 1)
+          for e in (1e-14 if a != "relu" else 0.0,)]
+  rows.append(gradcheck.Row("tanh", "mse", "none", 3, "mean", 1e-8, 1e-3,
+                            False))
+  _check_figure(engines.gradcheck_table(rows, tmp_path / "grad.png"))
+  with pytest.raises(ValueError, match="rows"):
+    engines.gradcheck_table([], tmp_path / "none.png")
 
 
 def test_sweep_step_size_smoke_writes_the_sensitivity_plot(tmp_path):
   out = tmp_path / "sweep"
   assert cli.main(["sweep", "step_size", "--smoke", "--out", str(out)]) == 0
-  exp = config.load(experiment.find("step_size"))
+  exp = config.load(run_lib.find("step_size"))
   n_runs = np.prod([len(v) for v in exp.sweep.values()])
   assert len(list((out / "runs").iterdir())) == n_runs
   assert _is_png(out / "plots" / "sensitivity_optimizer.learning_rate.png")

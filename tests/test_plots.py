@@ -10,7 +10,7 @@ import pytest
 import yaml
 from matplotlib import image as mpimg
 
-from gdlab import data, gradcheck, plots, report, results
+from gdlab import data, plots, report, results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -170,30 +170,8 @@ def test_surface_rosenbrock(tmp_path):
     plots.surface(f, {"bad": np.zeros((3, 3))}, tmp_path / "bad.png")
 
 
-def test_fbest_gap(tmp_path):
-  k = np.arange(1, 201)
-  rng = np.random.default_rng(0)
-  f = 1.0 + 1 / np.sqrt(k) * (1 + rng.uniform(size=k.size))
-  out = plots.fbest_gap(
-      {"constant": (f, 3 / np.sqrt(k)), "raw": f + 0.5, "exact": np.ones(5)},
-      1.0, {"O(1/sqrt k)": 2 / np.sqrt(k)}, tmp_path / "gap.png", log_x=True)
-  _check_png(out)
-
-
-def test_gradcheck_table(tmp_path):
-  rows = [gradcheck.Row(a, l, b, d, "mean", e, 10 * e + 1e-9, True)
-          for a in ("relu", "tanh", "sigmoid") for l in ("mse", "softmax_ce")
-          for b in ("neuron", "none") for d in (0, 1)
-          for e in (1e-14 if a != "relu" else 0.0,)]
-  rows.append(gradcheck.Row("tanh", "mse", "none", 3, "mean", 1e-8, 1e-3,
-                            False))
-  _check_png(plots.gradcheck_table(rows, tmp_path / "grad.png"))
-  with pytest.raises(ValueError, match="rows"):
-    plots.gradcheck_table([], tmp_path / "none.png")
-
-
-def test_format_table():
-  table = report.format_table(
+def test_markdown_table():
+  table = report.markdown_table(
       [{"name": "a|b", "loss": 0.000123456, "steps": 200, "acc": None,
         "ok": True},
        {"name": "c", "loss": float("nan"), "steps": 3.0, "acc": 0.5,

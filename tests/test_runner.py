@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from gdlab import cli, config, experiment, results, sweep
+from gdlab import cli, config, results, run, stopping, sweep
+from gdlab.data.batching import Regime
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
 
@@ -33,8 +34,9 @@ def test_load_and_override():
   assert cfg.optimizer.learning_rate == 1.0
   assert isinstance(cfg.optimizer.learning_rate, float)
   assert cfg.model.hidden == (8, 8)
-  assert config.parse_sets(["train.max_epochs=5", "loss.penalty=null"]) == {
-      "train.max_epochs": 5, "loss.penalty": None}
+  assert config.parse_sets(["train.stop.max_epochs=5",
+                            "loss.penalty=null"]) == {
+      "train.stop.max_epochs": 5, "loss.penalty": None}
   # The resolved config round-trips through YAML.
   again = config.from_dict(config.RunConfig, config.to_dict(cfg))
   assert again == cfg
@@ -47,8 +49,17 @@ def test_load_and_override():
      r"known keys: name, seed, data, model, loss, optimizer, train"),
     ("optimizer.learning_rate", "fast", r"optimizer.learning_rate: expected "
      r"float; got 'fast'"),
-    ("train.max_epochs", 2.5, r"train.max_epochs: expected int; got 2.5"),
-    ("train.max_epochs", True, r"train.max_epochs: expected int; got True"),
+    ("train.stop.max_epochs", 2.5,
+     r"train.stop.max_epochs: expected int; got 2.5"),
+    ("train.stop.max_epochs", True,
+     r"train.stop.max_epochs: expected int; got True"),
+    ("train.stop.max_epochs", 0,
+     r"train.stop.max_epochs: expected an integer >= 1; got 0"),
+    ("train.regime.kind", "batch",
+     r"train.regime: expected one of 'full_batch', 'sgd', 'minibatch'; got "
+     r"'batch'"),
+    ("train.regime", {"kind": "minibatch", "batch_size": None},
+     r"train.regime.batch_size: the 'minibatch' regime needs a batch size"),
     ("model.hidden", "wide", r"model.hidden: expected a list of int"),
 ])
 def test_bad_overrides(key, value, match):
@@ -76,7 +87,7 @@ def test_bad_files(tmp_path):
 
 def test_run_writes_a_complete_folder(tmp_path):
   exp = config.load(TINY)
-  out = experiment.run_experiment(exp, tmp_path / "exp")
+  out = run.run_experiment(exp, tmp_path / "exp")
   for name in ("gd", "momentum"):
     run_dir = out / "runs" / name
     for f in (results.CONFIG, results.METRICS, results.SUMMARY,
@@ -95,9 +106,9 @@ def test_run_writes_a_complete_folder(tmp_path):
 
 
 def test_same_seed_gives_identical_numbers(tmp_path):
-  cfg = experiment.resolve_runs(config.load(TINY))[0]
-  experiment.run(cfg, tmp_path / "a", plots=False)
-  experiment.run(cfg, tmp_path / "b", plots=False)
+  cfg = config.resolve_runs(config.load(TINY))[0]
+  run.run(cfg, tmp_path / "a", plots=False)
+  run.run(cfg, tmp_path / "b", plots=False)
   a = results.read_metrics(tmp_path / "a")[0]["loss"]
   b = results.read_metrics(tmp_path / "b")[0]["loss"]
   np.testing.assert_array_equal(a, b)
@@ -114,10 +125,10 @@ def test_sweep_runs_match_runs_alone(tmp_path):
   assert list((out / "plots").glob("sensitivity_*.png"))
   for entry in info["runs"]:
     point = entry["point"]
-    cfg = config.apply_overrides(experiment.resolve_runs(
+    cfg = config.apply_overrides(config.resolve_runs(
         exp, variants=False)[0], point)
     alone = tmp_path / "alone" / entry["name"]
-    experiment.run(cfg, alone, plots=False)
+    run.run(cfg, alone, plots=False)
     swept = out / "runs" / entry["name"]
     np.testing.assert_allclose(results.read_metrics(swept)[0]["loss"],
                                results.read_metrics(alone)[0]["loss"],
@@ -127,10 +138,10 @@ def test_sweep_runs_match_runs_alone(tmp_path):
 
 
 def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
-  cfg = experiment.resolve_runs(config.load(TINY))[0]
-  experiment.run(cfg, tmp_path / "full", plots=False)
+  cfg = config.resolve_runs(config.load(TINY))[0]
+  run.run(cfg, tmp_path / "full", plots=False)
   calls = {"n": 0}
-  original = experiment.write_run
+  original = results.write_run
 
   def interrupt_after_two_chunks(*args, **kwargs):
     original(*args, **kwargs)
@@ -138,16 +149,16 @@ def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
       calls["n"] += 1
       if calls["n"] == 2:
         raise KeyboardInterrupt
-  monkeypatch.setattr(experiment, "write_run", interrupt_after_two_chunks)
-  part = experiment.run(cfg, tmp_path / "part", plots=False)
+  monkeypatch.setattr(results, "write_run", interrupt_after_two_chunks)
+  part = run.run(cfg, tmp_path / "part", plots=False)
   monkeypatch.undo()
   assert part.stop_reason == "interrupted"
   rec = results.load_run(tmp_path / "part")
   assert rec.summary["stop_reason"] == "interrupted"
   assert len(rec.epochs["epoch"]) == 10  # two chunks of five epochs
   with pytest.raises(config.ConfigError, match="already holds a run"):
-    experiment.run(cfg, tmp_path / "part", plots=False)
-  experiment.run(cfg, tmp_path / "part", resume=True, plots=False)
+    run.run(cfg, tmp_path / "part", plots=False)
+  run.run(cfg, tmp_path / "part", resume=True, plots=False)
   for x, y in zip(_params(tmp_path / "full"), _params(tmp_path / "part")):
     np.testing.assert_array_equal(x, y)
   np.testing.assert_array_equal(
@@ -157,19 +168,19 @@ def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
 
 def test_resume_with_another_optimizer_is_a_clear_error(tmp_path):
   exp = config.load(TINY)
-  cfg = config.apply_overrides(exp.base, {"train.max_epochs": 3})
-  experiment.run(cfg, tmp_path / "run", plots=False)
+  cfg = config.apply_overrides(exp.base, {"train.stop.max_epochs": 3})
+  run.run(cfg, tmp_path / "run", plots=False)
   other = config.apply_overrides(cfg, {"optimizer.line_search": "wolfe"})
   with pytest.raises(config.ConfigError, match=r"--resume: the checkpoint in "
                      r".* does not hold this run's state"):
-    experiment.run(other, tmp_path / "run", resume=True, plots=False)
+    run.run(other, tmp_path / "run", resume=True, plots=False)
 
 
 def test_sigterm_leaves_a_valid_folder_and_resume_finishes(tmp_path):
   """A real SIGTERM to `gdlab run`, then `gdlab run --resume`."""
   out = tmp_path / "run"
   args = [sys.executable, "-m", "gdlab.cli", "run", str(TINY), "--out",
-          str(out), "--set", "train.max_epochs=4000", "--set",
+          str(out), "--set", "train.stop.max_epochs=4000", "--set",
           "train.chunk_epochs=20"]
   proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
@@ -195,9 +206,9 @@ def test_sigterm_leaves_a_valid_folder_and_resume_finishes(tmp_path):
 
 
 def test_divergent_run_keeps_its_folder(tmp_path):
-  cfg = config.apply_overrides(experiment.resolve_runs(config.load(TINY))[0],
+  cfg = config.apply_overrides(config.resolve_runs(config.load(TINY))[0],
                                {"optimizer.learning_rate": 50.0})
-  result = experiment.run(cfg, tmp_path / "div", plots=False)
+  result = run.run(cfg, tmp_path / "div", plots=False)
   assert result.stop_reason == "diverged"
   rec = results.load_run(tmp_path / "div")
   assert rec.summary["stop_reason"] == "diverged"
@@ -207,8 +218,12 @@ def test_divergent_run_keeps_its_folder(tmp_path):
 @pytest.mark.parametrize("argv,match", [
     (["run", str(TINY), "--set", "optimizer.lr=1"],
      "optimizer.lr: unknown key; known keys of optimizer"),
-    (["run", str(TINY), "--set", "train.max_epochs=many"],
-     "train.max_epochs: expected int; got 'many'"),
+    (["run", str(TINY), "--set", "train.stop.max_epochs=many"],
+     "train.stop.max_epochs: expected int; got 'many'"),
+    (["run", str(TINY), "--set", "train.max_epochs=3"],
+     "train.max_epochs: moved to train.stop.max_epochs"),
+    (["sweep", str(TINY), "--grid", "train.batch_size=4,8"],
+     "train.batch_size: moved to train.regime.batch_size"),
     (["run", "no_such_experiment"],
      "no experiment or file named 'no_such_experiment'; known experiments:"),
     (["run", str(TINY), "--set", "data.name=mnist"],
@@ -247,21 +262,21 @@ def test_cli_run_report_and_list(tmp_path, capsys):
 
 def test_resume_keeps_the_trajectory_of_a_function_problem(tmp_path,
                                                            monkeypatch):
-  exp = config.load(experiment.find("loss_surface"))
-  cfg = config.apply_overrides(experiment.resolve_runs(exp)[0],
-                               {"train.max_epochs": 9,
+  exp = config.load(run.find("loss_surface"))
+  cfg = config.apply_overrides(config.resolve_runs(exp)[0],
+                               {"train.stop.max_epochs": 9,
                                 "train.chunk_epochs": 2})
-  experiment.run(cfg, tmp_path / "full", plots=False)
-  original = experiment.write_run
+  run.run(cfg, tmp_path / "full", plots=False)
+  original = results.write_run
 
   def interrupt_after_first_chunk(*args, **kwargs):
     original(*args, **kwargs)
     if kwargs.get("written") is not None:
       raise KeyboardInterrupt
-  monkeypatch.setattr(experiment, "write_run", interrupt_after_first_chunk)
-  experiment.run(cfg, tmp_path / "part", plots=False)
+  monkeypatch.setattr(results, "write_run", interrupt_after_first_chunk)
+  run.run(cfg, tmp_path / "part", plots=False)
   monkeypatch.undo()
-  experiment.run(cfg, tmp_path / "part", resume=True, plots=False)
+  run.run(cfg, tmp_path / "part", resume=True, plots=False)
   full = results.load_run(tmp_path / "full").trajectory
   part = results.load_run(tmp_path / "part").trajectory
   assert full.shape == part.shape == (10, 2)
@@ -282,11 +297,108 @@ def test_sweep_rejects_repeated_values_and_bad_seeds(tmp_path, capsys):
       capsys.readouterr().err
 
 
-def test_keys_optax_branches_on_are_not_vmapped():
-  cfg = experiment.resolve_runs(config.load(TINY))[0]
-  assert sweep.is_vmappable("optimizer.learning_rate", cfg)
-  assert sweep.is_vmappable("seed", cfg)
-  assert not sweep.is_vmappable("optimizer.decay_rate", cfg)
+def test_sweepable_keys_are_marked_on_the_config_fields():
+  cfg = config.resolve_runs(config.load(TINY))[0]
+  marked = ["seed", "optimizer.learning_rate", "optimizer.momentum",
+            "optimizer.b", "optimizer.initial_step", "optimizer.shrink",
+            "optimizer.c1", "optimizer.c2", "loss.strength"]
+  for key in marked:
+    assert config.sweepable(key, cfg), key
+  for key in ("optimizer.decay_rate", "model.hidden", "train.stop.max_epochs",
+              "train.regime.batch_size", "data.seed"):
+    assert not config.sweepable(key, cfg), key
+  # optax's L-BFGS branches on its learning rate in Python.
   lbfgs = config.apply_overrides(cfg, {"optimizer.name": "lbfgs"})
-  assert not sweep.is_vmappable("optimizer.learning_rate", lbfgs)
-  assert not sweep.is_vmappable("model.hidden", cfg)
+  assert not config.sweepable("optimizer.learning_rate", lbfgs)
+  assert config.sweepable("optimizer.momentum", lbfgs)
+  with pytest.raises(config.ConfigError, match="optimizer.lr: unknown key"):
+    config.sweepable("optimizer.lr", cfg)
+
+
+def test_nested_stop_and_regime():
+  exp = config.load(TINY)
+  assert exp.base.train.stop == stopping.Criteria(max_epochs=30)
+  assert exp.base.train.regime == Regime("minibatch", 8)
+  # A kind alone, or a mapping that keeps the other fields.
+  cfg = config.apply_overrides(exp.base, {"train.regime": "sgd"})
+  assert cfg.train.regime == Regime("sgd", 8)
+  cfg = config.apply_overrides(exp.base, {"train.stop": {"grad_tol": 1e-6}})
+  assert cfg.train.stop == stopping.Criteria(max_epochs=30, grad_tol=1e-6)
+  # Every override is set before the regime checks itself: either order.
+  full = config.apply_overrides(exp.base, {"train.regime": "full_batch",
+                                           "train.regime.batch_size": None})
+  for order in (["train.regime.kind", "train.regime.batch_size"],
+                ["train.regime.batch_size", "train.regime.kind"]):
+    values = {"train.regime.kind": "minibatch", "train.regime.batch_size": 4}
+    cfg = config.apply_overrides(full, {k: values[k] for k in order})
+    assert cfg.train.regime == Regime("minibatch", 4)
+  assert config.from_dict(config.RunConfig, {"train": {"regime": "sgd"}}) \
+      .train.regime == Regime("sgd")
+  assert config.TrainConfig(regime="sgd").regime == Regime("sgd")
+
+
+@pytest.mark.parametrize("old,new", [
+    ("train.max_epochs", "train.stop.max_epochs"),
+    ("train.loss_tol", "train.stop.loss_tol"),
+    ("train.divergence_factor", "train.stop.divergence_factor"),
+    ("train.batch_size", "train.regime.batch_size"),
+    ("train.remainder", "train.regime.remainder"),
+])
+def test_an_old_flat_key_names_its_new_place(old, new, tmp_path):
+  exp = config.load(TINY)
+  message = f"{old}: moved to {new}"
+  with pytest.raises(config.ConfigError, match=message):
+    config.override(exp.base, old, 1)
+  with pytest.raises(config.ConfigError, match=message):
+    config.apply_overrides(exp.base, config.parse_sets([f"{old}=1"]))
+  field = old.split(".")[1]
+  # In a file: the base, a variant, the smoke section and the sweep grid.
+  for text in (f"base: {{train: {{{field}: 1}}}}\n",
+               f"variants: {{a: {{{old}: 1}}}}\n",
+               f"smoke: {{{old}: 1}}\n",
+               f"sweep: {{{old}: [1, 2]}}\n"):
+    path = tmp_path / "old.yaml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError, match=message.replace(
+        "train.", r"(base\.)?train\.")):
+      config.load(path)
+
+
+def test_yaml_reads_floats_as_yaml_1_2(tmp_path):
+  for text, value in [("1e-3", 1e-3), ("1E+5", 1e5), (".5", 0.5),
+                      ("-2.5e-2", -0.025), ("3.", 3.0), ("7", 7),
+                      ("1.0e-05", 1e-5), ("-.inf", -float("inf"))]:
+    parsed = config.parse_value(text)
+    assert parsed == value and type(parsed) is type(value), text
+  assert config.parse_value("1e") == "1e"
+  # --set and files alike.
+  exp = config.load(TINY)
+  sets = config.parse_sets(["optimizer.learning_rate=1e-3",
+                            "loss.strength=.5"])
+  cfg = config.apply_overrides(exp.base, sets)
+  assert cfg.optimizer.learning_rate == 1e-3
+  assert cfg.loss.strength == 0.5
+  path = tmp_path / "floats.yaml"
+  path.write_text("base:\n  optimizer: {learning_rate: 1e-3, c1: 1E-4}\n"
+                  "sweep:\n  optimizer.learning_rate: [1e-2, .1, 1E+0]\n")
+  exp = config.load(path)
+  assert exp.base.optimizer.learning_rate == 1e-3
+  assert exp.base.optimizer.c1 == 1e-4
+  assert exp.sweep["optimizer.learning_rate"] == [1e-2, 0.1, 1.0]
+  # What gdlab writes reads back the same.
+  assert config.from_dict(config.RunConfig, config.read_yaml(
+      config.dump(cfg))) == cfg
+
+
+def test_unknown_analysis_is_a_load_time_error(tmp_path):
+  path = tmp_path / "bad.yaml"
+  path.write_text("name: x\nanalysis: seed_sprad\n")
+  with pytest.raises(config.ConfigError, match=r"analysis: expected one of "
+                     r"'closed_form', .*'surface' or null; got 'seed_sprad'"):
+    config.load(path)
+  path.write_text("name: x\nanalysis: seed_spread\nsweep: {seed: [0, 1]}\n")
+  with pytest.raises(config.ConfigError, match="seed_sweep: true"):
+    config.load(path)
+  path.write_text("name: x\nseed_sweep: true\nsweep: {seed: [0]}\n")
+  with pytest.raises(config.ConfigError, match="seed_sweep: .*2 or more"):
+    config.load(path)

@@ -1,9 +1,10 @@
 """Experiment-specific analyses, named by an experiment's ``analysis`` key.
 
-Each analysis reads the experiment's run folders, computes what the theory
-compares them with (a closed-form solution, an optimal value from an
-independent solver, a bound), writes figures, and returns report sections
-``(title, markdown, [image paths])`` for the experiment's ``report.md``.
+Each analysis reads the experiment's finished run folders (it never trains),
+computes what the theory compares them with (a closed-form solution, an
+optimal value from an independent solver, a bound), draws its own figures,
+and returns :class:`gdlab.report.Section` records for the experiment's
+``report.md``.
 
 Contract of the analyses registered here: ``fn(exp, out, run_dirs,
 smoke=False)``; figures go to ``out/plots/``, the numbers behind the report
@@ -17,7 +18,8 @@ naming what was expected.
 ``subgradient_bound``  ``f_best - f*`` of subgradient runs, ``f*`` from an
                        independent solver, against the classical bound
 ``closed_form``        least squares: GD against the normal equations
-``seed_spread``        final losses and parameters over many seeds
+``seed_spread``        final losses and parameters over many seeds (reads
+                       the seed sweeps of ``seed_sweep: true``)
 ``gradcheck``          hand-written backpropagation against ``jax.grad``:
                        the gradient-check grid, loss curves and speed
 ``surface``            optimiser paths on 2-D test functions
@@ -27,19 +29,16 @@ naming what was expected.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from gdlab import config as config_lib
-
-Section = tuple[str, str, list]
-ANALYSES: dict[str, Callable[..., list[Section]]] = {}
-
-
-def register(name: str):
-  def deco(fn):
-    ANALYSES[name] = fn
-    return fn
-  return deco
+# Each analysis module registers itself when imported.
+from gdlab.analyses import closed_form  # pylint: disable=unused-import
+from gdlab.analyses import convexity  # pylint: disable=unused-import
+from gdlab.analyses import engines  # pylint: disable=unused-import
+from gdlab.analyses import subgradient  # pylint: disable=unused-import
+from gdlab.analyses import surface  # pylint: disable=unused-import
+from gdlab.analyses.common import ANALYSES, register, run_config
+from gdlab.report import Section
 
 
 def run(exp: config_lib.ExperimentConfig, out: Path, run_dirs: list[Path],
@@ -54,11 +53,4 @@ def run(exp: config_lib.ExperimentConfig, out: Path, run_dirs: list[Path],
   return ANALYSES[exp.analysis](exp, out, run_dirs, smoke=smoke)
 
 
-# Each analysis module registers itself when imported.
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from gdlab.analyses import closed_form, convexity, engines, subgradient, surface
-from gdlab.analyses.common import run_config
-from gdlab.analyses.convexity import SMOKE_SEEDS
-
-__all__ = ["ANALYSES", "SMOKE_SEEDS", "Section", "register", "run",
-           "run_config"]
+__all__ = ["ANALYSES", "Section", "register", "run", "run_config"]

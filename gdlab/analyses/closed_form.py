@@ -6,7 +6,9 @@ import numpy as np
 
 from gdlab import plots
 from gdlab import results
-from gdlab.analyses import Section, common, register
+from gdlab.analyses import common
+from gdlab.analyses.common import register
+from gdlab.report import Section
 
 
 @register("closed_form")
@@ -34,7 +36,7 @@ def closed_form(exp, out, run_dirs, smoke=False) -> list[Section]:
     n = len(x)
     a = np.hstack([x, np.ones((n, 1))]) if cfg.model.bias != "none" else x
     theta_star = np.linalg.lstsq(a, y, rcond=None)[0].ravel()
-    s = common.reduction_scale(cfg, n)
+    s = common.mean_factor(cfg, n)
     f = lambda t: s * float(np.mean((a @ t - y.ravel()) ** 2))
     f_star = f(theta_star)
     theta0 = common.linear_theta(common.initial_params(cfg, objective))
@@ -90,4 +92,5 @@ def closed_form(exp, out, run_dirs, smoke=False) -> list[Section]:
                       ("rate", "predicted rate"),
                       ("prediction_error",
                        "max relative deviation from the predicted gap")]))
-  return [("Gradient descent against the normal equations", text, [path])]
+  return [Section("Gradient descent against the normal equations", text,
+                  [path])]

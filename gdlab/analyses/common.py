@@ -1,18 +1,40 @@
-"""Shared helpers of the analyses: a run folder back to its problem, parameters and numbers."""
+"""Shared by the analyses: their registry, and a run folder back to its problem.
+
+An analysis registers itself under a name of :data:`gdlab.config.ANALYSES`
+(the names an experiment's ``analysis`` key may give).  The helpers rebuild a
+run's data, model and initial parameters from its ``config.yaml`` (the same
+seed gives the same arrays) and read its final parameters from its
+checkpoint; none of them trains.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable
 
 import jax
 import numpy as np
-from flax import serialization
 
+from gdlab import build
 from gdlab import config as config_lib
-from gdlab import experiment
+from gdlab import loop
 from gdlab import report
 from gdlab import results
+
+ANALYSES: dict[str, Callable[..., list[report.Section]]] = {}
+
+
+def register(name: str):
+  """Registers an analysis ``fn(exp, out, run_dirs, smoke=False)``."""
+  if name not in config_lib.ANALYSES:
+    raise ValueError(f"register: expected a name of gdlab.config.ANALYSES "
+                     f"({', '.join(config_lib.ANALYSES)}); got {name!r}.")
+
+  def deco(fn):
+    ANALYSES[name] = fn
+    return fn
+  return deco
 
 
 def run_config(rec: results.RunRecord) -> config_lib.RunConfig:
@@ -22,21 +44,19 @@ def run_config(rec: results.RunRecord) -> config_lib.RunConfig:
 
 def problem(cfg: config_lib.RunConfig, smoke: bool):
   """``(loop.Data, dataset, objective)`` exactly as the run built them."""
-  data, dataset = experiment.build_data(cfg, smoke)
-  return data, dataset, experiment.build_objective(cfg, dataset)
+  data, dataset = build.dataset(cfg, smoke)
+  return data, dataset, build.objective(cfg, dataset)
 
 
 def initial_params(cfg: config_lib.RunConfig, objective):
   """The run's initial parameters (the key split of ``loop.fit``)."""
-  k_init, _ = jax.random.split(jax.random.PRNGKey(cfg.seed))
+  k_init, _ = loop.run_keys(jax.random.PRNGKey(cfg.seed))
   return objective.model.init(k_init)
 
 
 def final_params(run_dir: Path, template):
   """The parameters in a run's checkpoint, shaped like ``template``."""
-  state = serialization.msgpack_restore(
-      (Path(run_dir) / results.CHECKPOINT).read_bytes())
-  return serialization.from_state_dict(template, state["params"])
+  return results.final_params(run_dir, template)
 
 
 def flat(params) -> np.ndarray:
@@ -59,8 +79,12 @@ def train_arrays(data) -> tuple[np.ndarray, np.ndarray]:
           np.asarray(data.y_train, np.float64).reshape(len(data.x_train), -1))
 
 
-def reduction_scale(cfg: config_lib.RunConfig, n: int) -> float:
-  """``s`` with ``reduce_i l_i = s * mean_i l_i`` (1 for mean, n for sum)."""
+def mean_factor(cfg: config_lib.RunConfig, n: int) -> float:
+  """``s`` with ``reduce_i l_i = s * mean_i l_i`` (1 for mean, n for sum).
+
+  The run's loss over ``n`` records is ``s`` times the mean loss; compare
+  ``gdlab.losses.reduction_scale``, the per-record factor ``dC/dl_i``.
+  """
   return float(n) if cfg.loss.reduction == "sum" else 1.0
 
 
@@ -75,7 +99,7 @@ def need(cond: bool, analysis: str, what: str, cfg) -> None:
 
 def table(rows: list[dict], columns) -> str:
   """A Markdown table, formatted as the reports format theirs."""
-  return report.format_table(rows, columns)
+  return report.markdown_table(rows, columns)
 
 
 def series(**steps) -> SimpleNamespace:

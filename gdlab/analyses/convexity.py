@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
+from scipy import optimize
 
 from gdlab import config as config_lib
-from gdlab import experiment
 from gdlab import plots
 from gdlab import results
-from gdlab import sweep
-from gdlab.analyses import Section, common, register
+from gdlab.analyses import common
+from gdlab.analyses.common import register
+from gdlab.report import Section
 
 
 def _align_hidden(p: dict, q: dict, odd: bool) -> float:
@@ -23,7 +25,6 @@ def _align_hidden(p: dict, q: dict, odd: bool) -> float:
   odd activations (tanh).  The total decomposes over units, so the matching
   is the exact minimum over permutations (and flips).
   """
-  from scipy import optimize  # pylint: disable=g-import-not-at-top
   def units(params):
     w1, w2 = (np.asarray(w, np.float64) for w in params["w"])
     cols = [w1, w2.T]
@@ -47,43 +48,52 @@ def _pairwise(vectors, dist) -> np.ndarray:
                    for j in range(i + 1, n)])
 
 
-SMOKE_SEEDS = 5
+def seed_runs(out: Path, variant: str) -> tuple[list, list[Path]]:
+  """``(seeds, run folders)`` of a variant's seed sweep, ``out/seeds/<variant>/``.
+
+  Written by ``gdlab.run.run_experiment`` when the experiment sets
+  ``seed_sweep: true`` (see :mod:`gdlab.config`).
+  """
+  sub = out / results.SEEDS / variant
+  if not (sub / "sweep.json").exists():
+    raise config_lib.ConfigError(
+        f"analysis: 'seed_spread' reads the seed sweep of variant "
+        f"{variant!r} in {str(sub)!r}; found none. Set seed_sweep: true in "
+        f"the experiment and run it again.")
+  info = json.loads((sub / "sweep.json").read_text())
+  seeds = [entry["point"]["seed"] for entry in info["runs"]]
+  if len(seeds) < 2:
+    raise config_lib.ConfigError(
+        f"sweep.seed: the 'seed_spread' analysis compares 2 or more seeds; "
+        f"the sweep of {variant!r} has {seeds!r}.")
+  return seeds, [sub / "runs" / entry["name"] for entry in info["runs"]]
 
 
 @register("seed_spread")
 def seed_spread(exp, out, run_dirs, smoke=False) -> list[Section]:
   """Final losses and parameters of each variant over the sweep's seeds.
 
-  Every variant is run again for each seed of ``sweep.seed`` (the first
-  ``SMOKE_SEEDS`` under ``smoke``; one vmapped program per variant,
-  :func:`gdlab.sweep.run_sweep`, into ``seeds/<variant>/``); the spread of
-  the final training losses and the pairwise distances between the final
-  parameter vectors are tabulated.
+  Reads each variant's runs over the seeds of ``sweep.seed``
+  (``seed_sweep: true``; :func:`seed_runs`) and tabulates the spread of the
+  final training losses and the pairwise distances between the final
+  parameter vectors.
   For a one-hidden-layer MLP the distance is also given after aligning
   hidden units (permutations, and sign flips for odd activations), so
   that copies of one minimum do not count as different minima.
   Writes ``seed_spread.json``.
   """
-  seeds = exp.sweep.get("seed")
-  if not seeds or len(seeds) < 2:
-    raise config_lib.ConfigError(
-        "sweep.seed: the 'seed_spread' analysis runs every variant over the "
-        f"seeds of the sweep grid; expected a list of 2 or more; got "
-        f"{seeds!r}.")
-  seeds = list(seeds[:SMOKE_SEEDS] if smoke else seeds)
+  del exp
   rows, finals, figures, payload = [], {}, [], {"variants": []}
+  all_seeds = None
   for run_dir in run_dirs:
     rec = results.load_run(run_dir)
     cfg = common.run_config(rec)
-    sub = sweep.run_sweep(
-        dataclasses.replace(exp, base=cfg, variants={}, smoke={}),
-        out / "seeds" / rec.name, grid={"seed": seeds}, smoke=smoke,
-        report=False)
-    dirs = [sub / "runs" / f"{rec.name}[seed={s}]" for s in seeds]
+    seeds, dirs = seed_runs(out, rec.name)
+    all_seeds = all_seeds or seeds
     _, _, objective = common.problem(cfg, smoke)
     template = common.initial_params(cfg, objective)
     params = [common.final_params(d, template) for d in dirs]
-    losses = np.array([experiment.final_loss(results.load_run(d).summary)
+    losses = np.array([results.final_loss(results.load_run(d).summary)
                        for d in dirs])
     flat = [common.flat(p) for p in params]
     raw = _pairwise(flat, lambda u, v: float(np.linalg.norm(u - v)))
@@ -112,7 +122,7 @@ def seed_spread(exp, out, run_dirs, smoke=False) -> list[Section]:
         y="train_loss", title=f"{rec.name}: training loss, "
         f"{len(seeds)} seeds"))
   figures.insert(0, plots.sensitivity(
-      seeds, finals, out / results.PLOTS / "seed_spread.png",
+      all_seeds, finals, out / results.PLOTS / "seed_spread.png",
       xlabel="seed", ylabel="final training loss", log_x=False,
       title="final training loss of each seed"))
   results.write_json(out / "seed_spread.json", payload)
@@ -129,4 +139,4 @@ def seed_spread(exp, out, run_dirs, smoke=False) -> list[Section]:
                     ("dist_max", "max pairwise distance"),
                     ("aligned_median", "median aligned distance"),
                     ("param_norm", "median ||theta||")]))
-  return [("Spread over seeds", text, figures)]
+  return [Section("Spread over seeds", text, figures)]

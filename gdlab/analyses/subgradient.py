@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from matplotlib.figure import Figure
+from sklearn.linear_model import Lasso
+from sklearn.svm import SVC
 
 from gdlab import config as config_lib
 from gdlab import plots
 from gdlab import results
-from gdlab.analyses import Section, common, register
+from gdlab.analyses import common
+from gdlab.analyses.common import register
+from gdlab.report import Section
 
 
 def _svm_optimum(x, y, lam: float, s: float, bias: bool):
@@ -19,7 +26,6 @@ def _svm_optimum(x, y, lam: float, s: float, bias: bool):
   solves in its dual.  The dual value at libsvm's multipliers,
   ``lam (sum_i a_i - ||w||^2 / 2)``, is a certified lower bound on ``f*``.
   """
-  from sklearn.svm import SVC  # pylint: disable=g-import-not-at-top
   if not bias:
     raise config_lib.ConfigError(
         "analysis: 'subgradient_bound' solves the hinge SVM with an "
@@ -52,7 +58,6 @@ def _lasso_optimum(x, y, lam: float, s: float, bias: bool):
   point ``u = r/n`` scaled into ``||x^T u||_inf <= alpha`` gives the lower
   bound ``2 s (u^T y - n ||u||^2 / 2) <= f*``.
   """
-  from sklearn.linear_model import Lasso  # pylint: disable=g-import-not-at-top
   y = y.ravel()
   n = len(y)
   xm, ym = (x.mean(0), y.mean()) if bias else (np.zeros(x.shape[1]), 0.0)
@@ -93,8 +98,76 @@ def optimum(cfg: config_lib.RunConfig, data):
         f"analysis: 'subgradient_bound' needs one output; data "
         f"{cfg.data.name!r} has {y.shape[1]}.")
   solve = _svm_optimum if cfg.loss.name == "hinge" else _lasso_optimum
-  return solve(x, y, cfg.loss.strength, common.reduction_scale(cfg, len(x)),
+  return solve(x, y, cfg.loss.strength, common.mean_factor(cfg, len(x)),
                cfg.model.bias != "none")
+
+
+def fbest_gap(runs, f_star: float, bounds, path, *, log_x: bool = False,
+              title: str | None = None) -> Path:
+  """``f_best^(k) - f*`` against ``k`` on a log axis, with bound curves.
+
+  For the subgradient method, which is not a descent method, the quantity
+  of interest is the best value so far, ``f_best^(k) = min_{i <= k} f(x_i)``.
+
+  Args:
+    runs: mapping ``name -> f`` where ``f`` is an array of values (the best
+      so far is taken, so raw ``f(x_k)`` works too), a pair ``(f, bound)``
+      with ``bound`` an array drawn dashed in the run's colour or None, or a
+      run whose per-step ``loss`` is used.
+    f_star: the optimal value ``f*``.
+    bounds: None or a mapping ``name -> array`` of further theoretical
+      bounds on ``f_best^(k) - f*``, drawn dashed in grey.
+    path: the PNG to write.
+    log_x: also a log axis for ``k`` (``O(1/sqrt(k))`` rates become lines).
+    title: the figure title.
+
+  Returns:
+    ``path``.  Gaps that are zero (``f*`` reached exactly) are not drawn.
+  """
+  fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+  ax = fig.add_subplot()
+  drawn = []
+
+  def draw(k, y, **kw):
+    ok = np.isfinite(y) & (y > 0)
+    if (y == 0).any():
+      kw["label"] += f" (gap 0 from k = {k[np.argmax(y == 0)]})"
+    ax.plot(k[ok], y[ok], **kw)
+    if ok.any():
+      drawn.append(y[ok])
+
+  for i, (name, v) in enumerate(plots.named_runs(runs).items()):
+    bound = None
+    if hasattr(v, "steps"):
+      f = v.steps.get("loss", np.zeros(0))
+    elif isinstance(v, tuple) and len(v) == 2 and np.ndim(v[0]) == 1:
+      f, bound = v
+    else:
+      f = v
+    f = np.asarray(f, float)
+    gap = np.fmin.accumulate(np.where(np.isnan(f), np.inf, f)) - f_star
+    draw(np.arange(1, len(f) + 1), gap, color=plots.run_colour(i), lw=1.6, label=name)
+    if bound is not None:
+      b = np.asarray(bound, float)
+      draw(np.arange(1, len(b) + 1), b, color=plots.run_colour(i), ls="--", lw=1.2,
+           label=f"{name}: bound")
+  greys = ("0.15", "0.45", "0.65")
+  for j, (name, b) in enumerate((bounds or {}).items()):
+    b = np.asarray(b, float)
+    draw(np.arange(1, len(b) + 1), b, color=greys[j % 3], lw=1.2,
+         ls=(0, (5, 2 + 2 * j)), label=str(name))
+  if drawn:
+    ax.set_yscale("log")
+  else:
+    plots.mark_no_data(ax, "f_best - f*")
+  if log_x:
+    ax.set_xscale("log")
+  ax.set_xlabel("iteration k")
+  ax.set_ylabel(r"$f_{\mathrm{best}}^{(k)} - f^\star$")
+  ax.set_title(title or f"best value gap (f* = {f_star:.6g})")
+  ax.grid(True, which="major", alpha=0.3)
+  plots.place_legend(ax)
+  return plots.save_png(fig, path)
 
 
 def subgradient_curves(steps: dict, f_star: float, r: float):
@@ -165,7 +238,7 @@ def subgradient_bound(exp, out, run_dirs, smoke=False) -> list[Section]:
       problem["runs"].append(dict(row, gap_curve=gap, bound_curve=bound))
     name = f"fbest_gap_{cfg0.data.name}" + (f"_{gi}" if len(groups) > 1
                                              else "")
-    path = plots.fbest_gap(
+    path = fbest_gap(
         runs, f_star, None, out / results.PLOTS / f"{name}.png", log_x=True,
         title=f"{cfg0.data.name}, {cfg0.loss.name} + {cfg0.loss.penalty}: "
         f"f_best - f* (dashed: bound)")
@@ -181,7 +254,7 @@ def subgradient_bound(exp, out, run_dirs, smoke=False) -> list[Section]:
                       ("gap", "f_best - f*"), ("bound", "bound"),
                       ("R", "R"), ("G", "G"),
                       ("holds", "below the bound at every step")]))
-    sections.append((f"Subgradient method against f* ({cfg0.data.name})",
-                     text, [path]))
+    sections.append(Section(
+        f"Subgradient method against f* ({cfg0.data.name})", text, [path]))
   results.write_json(out / "subgradient_bound.json", payload)
   return sections

@@ -6,13 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdlab import config as config_lib
+from gdlab import data as data_lib
 from gdlab import plots
 from gdlab import results
-from gdlab.analyses import Section, common, register
+from gdlab.analyses import common
+from gdlab.analyses.common import register
+from gdlab.report import Section
 
 
 def _function_of(cfg: config_lib.RunConfig):
-  from gdlab import data as data_lib  # pylint: disable=g-import-not-at-top
   options = {"kappa": cfg.data.kappa} if cfg.data.kappa is not None else {}
   return data_lib.get_function(cfg.data.name, **options)
 
@@ -61,7 +63,7 @@ def surface(exp, out, run_dirs, smoke=False) -> list[Section]:
                          ("gap", "f - f*"),
                          ("distance", "to nearest minimiser"),
                          ("stop_reason", "stop reason")])
-    sections.append((f"Paths on {label}", text, [path]))
+    sections.append(Section(f"Paths on {label}", text, [path]))
   results.write_json(out / "surface.json", payload)
   return sections
 
