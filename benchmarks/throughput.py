@@ -133,18 +133,24 @@ def torch_case(torch, sizes, params, batches, lr):
   return epoch, lambda: one_step(*tb[0])
 
 
-def fit_case(program, params, data):
-  """(first call, one epoch) closures for a ``loop.build`` program."""
-  state: dict[str, Any] = {"carry": program.init(jax.random.PRNGKey(2),
-                                                 params, {})}
+def fit_case(objective, optimizer, regime, criteria, params, data,
+             **options):
+  """(first call, one epoch) closures for ``gdlab.fit``'s chunk program
+  (one epoch per call), as ``fit`` builds and calls it."""
+  n = int(data.x_train.shape[0])
+  plan, numbers = loop.make_plan(objective, optimizer, regime, criteria,
+                                 n_train=n, chunk_epochs=1, **options)
+  state: dict[str, Any] = {"carry": loop.initial_carry(
+      objective, optimizer, jax.random.PRNGKey(2), params)}
 
   def first():
-    state["compiled"] = jax.jit(program.run_chunk).lower(
-        state["carry"], data, {}).compile()
-    jax.device_get(state["compiled"](state["carry"], data, {})[1:])
+    loop.clear_programs()
+    state["compiled"], _ = loop.compiled_chunk(plan, state["carry"], data,
+                                               numbers)
+    jax.device_get(state["compiled"](state["carry"], data, numbers)[1:])
 
   def epoch():
-    carry, epochs, steps = state["compiled"](state["carry"], data, {})
+    carry, epochs, steps = state["compiled"](state["carry"], data, numbers)
     jax.device_get((epochs, steps))
     state["carry"] = carry
 
@@ -194,9 +200,8 @@ def run(size: str = "full") -> common.Report:
     criteria = gdlab.Criteria(max_epochs=10**6)
     for name, options in ((FIT, {}), (FIT_LEAN, {"step_metrics": "loss",
                                                  "eval_every": 10**6})):
-      program = loop.build(lambda h: (objective, optimizer), regime, criteria,
-                           n_train=n, chunk_epochs=1, **options)
-      first[name], cases[name] = fit_case(program, params, data)
+      first[name], cases[name] = fit_case(objective, optimizer, regime,
+                                          criteria, params, data, **options)
 
     # gdlab.make_step from Python.
     gstep = gdlab.make_step(objective, optimizer)

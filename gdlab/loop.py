@@ -57,6 +57,7 @@ STEP_METRIC_CHOICES = ("all", "loss")
 _INT_METRICS = ("fun_evals", "grad_evals")
 
 __all__ = ["Carry", "Data", "FitResult", "Plan", "Regime", "as_data",
+           "auto_eval_every",
            "default_chunk_epochs", "fit", "initial_carry", "make_plan",
            "run_chunk", "run_keys"]
 
@@ -140,7 +141,8 @@ def make_plan(objective, optimizer, regime: Regime, criteria:
               stopping.Criteria, *, n_train: int, engine: str = "autodiff",
               chunk_epochs: int = 1, has_test: bool = False,
               record_params: bool = False, mesh: Mesh | None = None,
-              eval_every: int = 1, step_metrics: str = "all",
+              eval_every: int | str = "auto", n_test: int = 0,
+              step_metrics: str = "all",
               reuse_search_point: bool | None = None,
               strength_input: bool = False) -> tuple[Plan, dict]:
   """The plan of a run and the numbers its program takes.
@@ -150,11 +152,14 @@ def make_plan(objective, optimizer, regime: Regime, criteria:
     regime, criteria, engine, n_train, chunk_epochs, has_test,
       record_params, mesh: see :class:`Plan` and :func:`fit`.
     eval_every: evaluate the loss and accuracy on the whole training and
-      test sets every this many epochs (and at the last one); the other
-      epochs log NaN.  In the full-batch regime the training set's
-      evaluation shares its forward and backward pass with the next step
-      (at the cost of keeping that gradient from one epoch to the next), so
-      only the test set's follows ``eval_every``.
+      test sets every this many epochs (and at the last one, and where the
+      run stops); the other epochs log NaN.  ``"auto"``: as often as costs
+      at most 5% of the training time (:func:`auto_eval_every`).  In the
+      full-batch regime the training set's evaluation shares its forward
+      and backward pass with the next step (at the cost of keeping that
+      gradient from one epoch to the next), so only the test set's follows
+      ``eval_every``.
+    n_test: the number of test records (for ``eval_every="auto"``).
     step_metrics: ``"all"`` logs the gradient and update norms of every
       step; ``"loss"`` skips them (NaN) unless a stopping criterion needs
       them, which saves two passes over the parameters per step.
@@ -168,6 +173,8 @@ def make_plan(objective, optimizer, regime: Regime, criteria:
     ``(plan, numbers)``.
   """
   _checks.check_choice("step_metrics", step_metrics, STEP_METRIC_CHOICES)
+  if eval_every == "auto":
+    eval_every = auto_eval_every(regime, n_train, n_test if has_test else 0)
   _checks.check_positive_int("eval_every", eval_every)
   _checks.check_positive_int("chunk_epochs", chunk_epochs)
   _checks.check_choice("engine", engine, ("autodiff", "manual"))
@@ -184,6 +191,25 @@ def make_plan(objective, optimizer, regime: Regime, criteria:
               step_metrics == "all" or criteria.needs_norms, reuse,
               strength_input)
   return plan, numbers
+
+
+EVAL_BUDGET = 0.05
+
+
+def auto_eval_every(regime: Regime, n_train: int, n_test: int,
+                    budget: float = EVAL_BUDGET) -> int:
+  """Epochs between evaluations that cost at most ``budget`` of training.
+
+  An evaluation is a forward pass over the training set (none in the
+  full-batch regime, where the step's pass gives it) and the test set; an
+  epoch's training is a forward and a backward pass over the training set,
+  counted as three forward passes.  The result is the smallest ``k`` with
+  ``evaluated records <= budget * 3 * n_train * k``: 1 for full-batch
+  training without a test set, 2 with a test set a quarter the size of the
+  training set, 9 for mini-batches with such a test set.
+  """
+  evaluated = n_test + (0 if regime.kind == "full_batch" else n_train)
+  return max(1, math.ceil(evaluated / (budget * 3 * n_train)))
 
 
 def run_keys(key: Array) -> tuple[Array, Array]:
@@ -368,30 +394,30 @@ def next_point(pc: Pieces, params, last: Array, point: Point):
   return new, (new.value, acc)
 
 
-def evaluate(pc: Pieces, params, trained) -> tuple[Array, ...]:
-  """``(train loss, test loss, train accuracy, test accuracy)``; ``trained``
-  is the training set's ``(loss, accuracy)`` where the epoch has it."""
+def evaluate(pc: Pieces, params, trained, due: Array) -> tuple[Array, ...]:
+  """``(train loss, test loss, train accuracy, test accuracy)``.
+
+  ``trained``: the training set's ``(loss, accuracy)`` where the epoch's
+  pass gave them (full batch), reported every epoch; the passes this
+  function makes run only when ``due`` (NaN otherwise).
+  """
+  nan = jnp.full((), jnp.nan, pc.dtype)
+
+  def on(x, y):
+    def metrics(p):
+      return tuple(jnp.asarray(v, pc.dtype)
+                   for v in pc.objective.metrics(p, x, y))
+    if pc.plan.eval_every == 1:
+      return metrics(params)
+    return jax.lax.cond(due, metrics, lambda p: (nan, nan), params)
+
   data = pc.data
-  train_loss, train_acc = (trained if trained is not None else
-                           pc.objective.metrics(params, data.x_train,
-                                                data.y_train))
-  if pc.plan.has_test:
-    test_loss, test_acc = pc.objective.metrics(params, data.x_test,
-                                               data.y_test)
-  else:
-    test_loss = test_acc = jnp.full((), jnp.nan, pc.dtype)
+  train_loss, train_acc = (trained if trained is not None
+                           else on(data.x_train, data.y_train))
+  test_loss, test_acc = (on(data.x_test, data.y_test) if pc.plan.has_test
+                         else (nan, nan))
   return tuple(jnp.asarray(v, pc.dtype) for v in
                (train_loss, test_loss, train_acc, test_acc))
-
-
-def _evaluate_when_due(pc: Pieces, params, epoch, reason, trained):
-  if pc.plan.eval_every == 1:
-    return evaluate(pc, params, trained)
-  due = (epoch % pc.plan.eval_every == 0) | (reason != stopping.RUNNING)
-  return jax.lax.cond(
-      due, lambda p: evaluate(pc, p, trained),
-      lambda p: tuple(jnp.full((), jnp.nan, pc.dtype) for _ in range(4)),
-      params)
 
 
 def _minibatch_at(pc: Pieces, key: Array):
@@ -433,8 +459,9 @@ def run_epoch(pc: Pieces, state: EpochState, last: Array):
       (epoch >= pc.plan.criteria.max_epochs),
       jnp.int32(stopping.CODES["max_epochs"]), c.stop.reason)
   c = c._replace(epoch=epoch, stop=c.stop._replace(reason=reason))
-  train_loss, test_loss, train_acc, test_acc = _evaluate_when_due(
-      pc, c.params, epoch, reason, trained)
+  due = (epoch % pc.plan.eval_every == 0) | (reason != stopping.RUNNING)
+  train_loss, test_loss, train_acc, test_acc = evaluate(pc, c.params,
+                                                        trained, due)
   e = {"train_loss": train_loss, "test_loss": test_loss,
        "train_accuracy": train_acc, "test_accuracy": test_acc,
        "epoch": epoch, "step": c.step, "fun_evals": c.fun_evals,
@@ -614,7 +641,7 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
         progress: bool | None = None,
         record_params: bool = False,
         mesh: Mesh | None = None,
-        eval_every: int = 1,
+        eval_every: int | str = "auto",
         step_metrics: str = "all") -> FitResult:
   """Trains ``objective`` with ``optimizer``, compiled, until a criterion holds.
 
@@ -670,6 +697,7 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
       objective, optimizer, regime, criteria, n_train=n_train, engine=engine,
       chunk_epochs=chunk_epochs, has_test=data.x_test is not None,
       record_params=record_params, mesh=mesh, eval_every=eval_every,
+      n_test=0 if data.x_test is None else int(data.x_test.shape[0]),
       step_metrics=step_metrics)
   data = shard_data(data, mesh, regime)
   if carry is None:

@@ -131,7 +131,9 @@ def group_plan(cfgs: list[config_lib.RunConfig], vkeys: list[str],
       engine=base.train.engine, chunk_epochs=chunk,
       has_test=data.x_test is not None,
       record_params=build.is_function_problem(base),
-      eval_every=base.train.eval_every, step_metrics=base.train.step_metrics,
+      eval_every=base.train.eval_every,
+      n_test=0 if data.x_test is None else int(data.x_test.shape[0]),
+      step_metrics=base.train.step_metrics,
       reuse_search_point=False, strength_input=strength)
   numbers = []
   for c, opt in zip(cfgs, optimizers):

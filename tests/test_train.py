@@ -112,7 +112,7 @@ def test_full_batch_fit_matches_a_plain_loop(engine, chunk_epochs):
   opt = gradient_descent(0.5)
   run = loop.fit(obj, opt, (x, y, x[:30], y[:30]), key=jax.random.PRNGKey(0),
                  params=params, engine=engine, chunk_epochs=chunk_epochs,
-                 criteria=stopping.Criteria(max_epochs=8))
+                 criteria=stopping.Criteria(max_epochs=8), eval_every=1)
   step = train.make_step(obj, opt, engine)
   state, losses, train_metrics, test_metrics = opt.init(params), [], [], []
   for _ in range(8):
@@ -337,7 +337,8 @@ def test_lighter_logging_gives_the_same_run():
   obj = Objective(models.mlp((3, 6, 1), "tanh"), "mse")
   kwargs = dict(key=jax.random.PRNGKey(0), regime=loop.Regime("minibatch", 16),
                 criteria=stopping.Criteria(max_epochs=7))
-  full = loop.fit(obj, gradient_descent(0.1), (x, y, x, y), **kwargs)
+  full = loop.fit(obj, gradient_descent(0.1), (x, y, x, y), eval_every=1,
+                  **kwargs)
   light = loop.fit(obj, gradient_descent(0.1), (x, y, x, y), eval_every=3,
                    step_metrics="loss", **kwargs)
   # The same run; XLA may fuse the two programs differently, hence rounding.
@@ -353,6 +354,13 @@ def test_lighter_logging_gives_the_same_run():
                                             True, True])
   np.testing.assert_allclose(e_light["test_loss"][evaluated],
                              e_full["test_loss"][evaluated], rtol=1e-12)
+  # The default evaluates as often as costs 5% of the training: here (mini-
+  # batches, a test set as large as the training set) every 14th epoch, and
+  # at the last one.
+  assert loop.auto_eval_every(kwargs["regime"], len(x), len(x)) == 14
+  auto = loop.fit(obj, gradient_descent(0.1), (x, y, x, y), **kwargs)
+  np.testing.assert_array_equal(~np.isnan(auto.history.epochs["test_loss"]),
+                                [False] * 6 + [True])
   # A criterion that reads a norm turns the norms back on.
   linear = Objective(models.linear_regression(3), "mse")
   tol = loop.fit(linear, gradient_descent(0.1), (x, y), step_metrics="loss",
