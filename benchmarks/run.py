@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def environment(name: str, without: list[str]) -> dict[str, str]:
   env = dict(os.environ)
   env["GDLAB_BENCH_WITHOUT"] = ",".join(without)
+  # First calls must compile: no program from an earlier run's disk cache.
+  env["GDLAB_COMPILATION_CACHE"] = "off"
   path = env.get("PYTHONPATH", "")
   env["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
   if name == "sweeps":

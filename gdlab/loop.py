@@ -494,6 +494,24 @@ def run_chunk(plan: Plan, carry: Carry, data: Data, numbers: dict):
 # Compiled programs, kept by plan and argument shapes.
 
 
+_INIT_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+
+
+def _init_program(plan: Plan, has_params: bool):
+  """``(key, params, numbers) -> Carry``, jitted, kept by plan."""
+  key = (plan, has_params)
+  program = _INIT_PROGRAMS.pop(key, None)
+  if program is None:
+    def init(run_key, params, numbers):
+      objective, optimizer = assemble(plan, numbers)
+      return initial_carry(objective, optimizer, run_key, params)
+    program = jax.jit(init)
+  _INIT_PROGRAMS[key] = program
+  while len(_INIT_PROGRAMS) > MAX_PROGRAMS:
+    _INIT_PROGRAMS.popitem(last=False)
+  return program
+
+
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 MAX_PROGRAMS = 32
 
@@ -549,6 +567,7 @@ def compiled_chunk(plan: Plan, carry, data, numbers, *,
 def clear_programs() -> None:
   """Forgets the compiled programs kept in this process."""
   _PROGRAMS.clear()
+  _INIT_PROGRAMS.clear()
 
 
 # ----------------------------------------------------------------------------
@@ -701,7 +720,7 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
       step_metrics=step_metrics)
   data = shard_data(data, mesh, regime)
   if carry is None:
-    carry = initial_carry(objective, optimizer, key, params)
+    carry = _init_program(plan, params is not None)(key, params, numbers)
   carry = replicate(carry, mesh)
   history = history or empty_history()
   program, seconds = compiled_chunk(plan, carry, data, numbers)

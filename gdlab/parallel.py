@@ -118,8 +118,14 @@ def to_host(tree):
 
   An array that is not fully addressable from this process must be
   replicated (as parameters, optimizer state and logged metrics are in a
-  data-parallel run): its local copy is the whole value.
+  data-parallel run): its local copy is the whole value.  Arrays that are
+  all addressable here come back in one transfer.
   """
+  leaves = jax.tree_util.tree_leaves(tree)
+  if all(not isinstance(a, jax.Array) or a.is_fully_addressable
+         for a in leaves):
+    return jax.device_get(tree)
+
   def get(a):
     if isinstance(a, jax.Array) and not a.is_fully_addressable:
       if not a.sharding.is_fully_replicated:
