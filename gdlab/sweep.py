@@ -36,6 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gdlab import build
+from gdlab import compilation_cache
 from gdlab import config as config_lib
 from gdlab import history as history_lib
 from gdlab import loop
@@ -199,7 +200,12 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
 def run_sweep(exp: config_lib.ExperimentConfig, out_dir, *,
               grid: dict[str, list] | None = None, smoke: bool = False,
               sets: dict | None = None, report: bool = True) -> Path:
-  """Runs the sweep grid of ``exp`` (or ``grid``) and writes the report."""
+  """Runs the sweep grid of ``exp`` (or ``grid``) and writes the report.
+
+  Its programs go to JAX's persistent compilation cache
+  (``gdlab.compilation_cache``), as :func:`gdlab.fit`'s do.
+  """
+  compilation_cache.enable()
   grid = grid if grid is not None else exp.sweep
   if not grid:
     raise config_lib.ConfigError(
