@@ -218,12 +218,19 @@ def test_every_analysis_is_checked():
 # Each experiment end to end.
 
 TIMINGS = ("compile_time", "run_time", "steps_per_second", "time")
+# The test process runs with x64 on (conftest.py): a float32 experiment whose
+# data pass through float64 on the way in (digits, diabetes) rounds
+# differently there from `gdlab run`, so only these recorded experiments are
+# compared here; test_notebooks compares `default`, which the quickstart
+# notebook runs in a fresh process as `gdlab run` does.
+COMPARED_HERE = ("batch_vs_stochastic", "closed_form", "subgradient_lasso")
 
 
-def _check_recorded_summaries(name: str, out: Path) -> None:
+def check_recorded_summaries(name: str, out: Path) -> None:
   """The summaries match those recorded from the code before the split.
 
-  Float64 runs to 1e-12 relative; float32 runs exactly.
+  ``out`` is the experiment's results folder.  Float64 runs match to 1e-12
+  relative; float32 runs exactly.
   """
   for run_name, want in RECORDED[name].items():
     rec = results.load_run(out / "runs" / run_name)
@@ -242,7 +249,8 @@ def _check_recorded_summaries(name: str, out: Path) -> None:
 
 
 def test_the_record_is_of_experiments_that_exist():
-  assert RECORDED and set(RECORDED) <= set(NAMES)
+  assert set(COMPARED_HERE) | {"default"} == set(RECORDED)
+  assert set(RECORDED) <= set(NAMES)
 
 
 def _analysis_without_training(exp, out: Path, runs, monkeypatch) -> None:
@@ -281,8 +289,8 @@ def test_experiment_runs_end_to_end(name, tmp_path, monkeypatch):
   if exp.analysis is not None:
     CHECKS[exp.analysis](exp, out)
     _analysis_without_training(exp, out, runs, monkeypatch)
-  if name in RECORDED:
-    _check_recorded_summaries(name, out)
+  if name in COMPARED_HERE:
+    check_recorded_summaries(name, out)
 
 
 # ----------------------------------------------------------------------------

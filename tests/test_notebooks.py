@@ -1,4 +1,9 @@
-"""Every notebook's code cells run top to bottom on CPU at a small size."""
+"""Every notebook's code cells run top to bottom on CPU at a small size.
+
+The quickstart notebook runs the ``default`` experiment in a fresh process
+(float32, x64 off, as ``gdlab run`` runs it): its summaries are compared with
+the numbers recorded before the orchestration was restructured.
+"""
 
 import json
 import os
@@ -7,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from test_experiments import check_recorded_summaries
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob(
     "*.ipynb"))
@@ -39,3 +46,5 @@ def test_notebook_runs(path, tmp_path):
   out = subprocess.run([sys.executable, str(script)], capture_output=True,
                        text=True, env=env, cwd=tmp_path, timeout=600)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  if path.stem == "quickstart":
+    check_recorded_summaries("default", tmp_path / "out" / "default")
