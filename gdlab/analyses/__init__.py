@@ -31,6 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gdlab import config as config_lib
+from gdlab import report
 # Each analysis module registers itself when imported.
 from gdlab.analyses import closed_form  # pylint: disable=unused-import
 from gdlab.analyses import convexity  # pylint: disable=unused-import
@@ -38,11 +39,10 @@ from gdlab.analyses import engines  # pylint: disable=unused-import
 from gdlab.analyses import subgradient  # pylint: disable=unused-import
 from gdlab.analyses import surface  # pylint: disable=unused-import
 from gdlab.analyses.common import ANALYSES, register, run_config
-from gdlab.report import Section
 
 
 def run(exp: config_lib.ExperimentConfig, out: Path, run_dirs: list[Path],
-        smoke: bool = False) -> list[Section]:
+        smoke: bool = False) -> list[report.Section]:
   """Runs the experiment's analysis; no analysis gives no sections."""
   if exp.analysis is None:
     return []
@@ -53,4 +53,4 @@ def run(exp: config_lib.ExperimentConfig, out: Path, run_dirs: list[Path],
   return ANALYSES[exp.analysis](exp, out, run_dirs, smoke=smoke)
 
 
-__all__ = ["ANALYSES", "Section", "register", "run", "run_config"]
+__all__ = ["ANALYSES", "register", "run", "run_config"]
