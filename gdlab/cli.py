@@ -17,6 +17,7 @@ from typing import Sequence
 
 import jax
 
+from gdlab import compilation_cache
 from gdlab import config as config_lib
 from gdlab import distributed
 from gdlab import report
@@ -276,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   # Before any command runs: JAX reads XLA_FLAGS when it initialises its
   # backends, at the first computation or device query, not at import.
   _use_all_cores()
+  # Every program of the command, from its first, goes to the persistent
+  # compilation cache (GDLAB_COMPILATION_CACHE=off turns it off).
+  compilation_cache.enable()
   try:
     return args.fn(args)
   except (UsageError, ConfigError, ValueError, TypeError) as e:

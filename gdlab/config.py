@@ -169,8 +169,12 @@ class TrainConfig:
   ``devices``: train data-parallel over this many devices (the batch is
   sharded along its records; see ``gdlab.parallel``); ``None`` for one.
   ``eval_every``: evaluate on the whole training and test sets every this
-  many epochs.  ``step_metrics``: ``all`` logs each step's gradient and
-  update norms, ``loss`` skips them for speed (see ``gdlab.loop.build``).
+  many epochs, or ``auto``: as often as costs at most 5% of the training
+  (``gdlab.loop.auto_eval_every``, the default of ``gdlab.fit``).  An
+  experiment evaluates every epoch unless it says otherwise: its figures
+  draw per-epoch curves.  ``step_metrics``: ``all`` logs each step's
+  gradient and update norms, ``loss`` skips them for speed (see
+  ``gdlab.loop.make_plan``).
   """
   regime: Regime = Regime()
   stop: Criteria = Criteria()
@@ -178,12 +182,15 @@ class TrainConfig:
   dtype: str = "float32"
   chunk_epochs: int | None = None
   devices: int | None = None
-  eval_every: int = 1
+  eval_every: int | str = 1
   step_metrics: str = "all"
 
   def __post_init__(self):
     if isinstance(self.regime, str):
       object.__setattr__(self, "regime", Regime(self.regime))
+    if isinstance(self.eval_every, str) and self.eval_every != "auto":
+      raise ConfigError(f"eval_every: expected an integer >= 1 or 'auto'; "
+                        f"got {self.eval_every!r}.")
     for key in ("chunk_epochs", "devices", "eval_every"):
       value = getattr(self, key)
       if isinstance(value, int) and value < 1:
