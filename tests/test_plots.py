@@ -271,3 +271,22 @@ def test_headless_without_pyplot(tmp_path):
                  check=True, timeout=60, env=env,
                  cwd=Path(__file__).resolve().parents[1])
   _check_png(tmp_path / "a.png", min_bytes=2_000)
+
+
+def test_envelope_keeps_the_shape_of_a_long_series():
+  """A long series is drawn from its per-bucket extremes: the same range,
+  the same ends, every local extreme of each bucket, in order."""
+  rng = np.random.default_rng(0)
+  xs = np.arange(57_520.0)
+  ys = np.exp(rng.normal(size=xs.size)) / (1 + xs / 1000)
+  ex, ey = plots.envelope(xs, ys, max_points=2000)
+  assert len(ex) <= 2002 and np.all(np.diff(ex) > 0)
+  assert ey.min() == ys.min() and ey.max() == ys.max()
+  assert ex[0] == 0 and ex[-1] == xs[-1]
+  np.testing.assert_array_equal(ey, ys[ex.astype(int)])
+  size = -(-xs.size // 1000)
+  for b in (0, 17, xs.size // size - 1):
+    chunk = ys[b * size:(b + 1) * size]
+    assert chunk.min() in ey and chunk.max() in ey
+  short = np.arange(10.0)
+  assert plots.envelope(short, short)[0] is short
