@@ -1,34 +1,60 @@
-"""Problems, seeds and comparisons shared by the core-library tests.
+"""Problems, seeds, compiled runners and comparisons shared by the tests.
 
-Random problems for the gradient checks are drawn with NumPy from fixed
-integer seeds: a JAX random draw compiles once per shape, and the tables of
-networks have dozens of shapes, so the draws cost more than the checks.  The
-parameter tree comes from ``model.init`` traced abstractly
-(``jax.eval_shape``), so it is exactly the tree ``init`` returns, without
-compiling ``init`` once per network.
+* :func:`jit_once` compiles a test's own program (a training run, a check)
+  with XLA options that compile several times faster: such a program runs
+  once or a few times, so its compile time is its cost.
+* Random problems for the gradient checks are drawn with NumPy from fixed
+  integer seeds: a JAX random draw compiles once per shape, and the tables
+  of networks have dozens of shapes, so the draws would cost more than the
+  checks.  The parameter tree comes from ``model.init`` traced abstractly
+  (``jax.eval_shape``), so it is exactly the tree ``init`` returns, without
+  compiling ``init`` once per network.
+* :data:`PROBLEMS` are the smooth test functions the optimizer tests share,
+  and :func:`run_scan` / :func:`run_eager` the loops that run an optax
+  transformation on them, compiled and op by op.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from gdlab import losses
 
-# XLA options for the tests' own check programs.  Such a program runs once or
-# a few times, so its compile time is its cost; without fusion emitters and
-# at optimisation level 0 XLA's CPU backend compiles it several times faster,
-# and the results agree with the default options to rounding error.
+# ----------------------------------------------------------------------------
+# Compiled programs.
+
+# Without fusion emitters and at optimisation level 0, XLA's CPU backend
+# compiles a small program several times faster; the results agree with the
+# default options to rounding error (the bit-for-bit comparisons in the
+# tests compare two programs compiled alike).
 FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False,
                 "xla_backend_optimization_level": 0}
 
 
-def jit_once(fn, **kwargs):
-  """``jax.jit`` with :data:`FAST_COMPILE`, for a test's one-off program."""
-  return jax.jit(fn, compiler_options=FAST_COMPILE, **kwargs)
+@functools.cache
+def _compiler_options() -> dict[str, Any]:
+  """:data:`FAST_COMPILE` where this jaxlib knows the options, else none."""
+  try:
+    jax.jit(lambda x: x, compiler_options=FAST_COMPILE)(np.zeros(()))
+  except RuntimeError:  # "No such compile option" on other XLA versions.
+    return {}
+  return FAST_COMPILE
+
+
+def jit_once(fn: Callable[..., Any], **kwargs) -> Callable[..., Any]:
+  """``jax.jit`` with :data:`FAST_COMPILE`, for a test's own program.
+
+  Only for a top-level program: JAX rejects compiler options on a ``jit``
+  nested in another.
+  """
+  return jax.jit(fn, compiler_options=_compiler_options(), **kwargs)
 
 
 # ----------------------------------------------------------------------------
@@ -102,3 +128,85 @@ def max_rel_error(g_manual, g_auto) -> float:
     den = max(float(np.max(np.abs(x))), float(np.max(np.abs(y))), floor)
     worst = max(worst, num / den if den > 0 else num)
   return worst
+
+
+# ----------------------------------------------------------------------------
+# Smooth problems and the loops that run optimizers on them.
+
+
+class Problem(NamedTuple):
+  """An objective ``fn(params) -> scalar`` and a starting point."""
+  fn: Callable[[Any], jax.Array]
+  start: Any
+
+
+def rosenbrock(x):
+  """Rosenbrock's function of two variables; its minimum is 0 at (1, 1)."""
+  return (1.0 - x[0])**2 + 100.0 * (x[1] - x[0]**2)**2
+
+
+def smooth_tree(p):
+  """A non-quadratic objective on a pytree (a dict of two arrays)."""
+  return (jnp.sum(jnp.log(jnp.cosh(p["w"] - 0.3))) +
+          0.25 * jnp.sum(p["b"] ** 4) + jnp.sum(p["w"][:2] * p["b"]))
+
+
+def _logistic() -> Problem:
+  """Non-separable logistic regression with a small ridge; params are a dict."""
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+  x = jax.random.normal(k1, (200, 10))
+  labels = jnp.sign(x @ jax.random.normal(k2, (10,)) +
+                    0.5 * jax.random.normal(k3, (200,)))
+
+  def loss(p):
+    margins = labels * (x @ p["w"] + p["b"])
+    return jnp.mean(jnp.logaddexp(0.0, -margins)) + 5e-4 * jnp.sum(p["w"]**2)
+
+  return Problem(loss, {"w": jnp.zeros(10), "b": jnp.zeros(())})
+
+
+# Built on first use (the logistic data are drawn by a compiled program).
+PROBLEMS: dict[str, Callable[[], Problem]] = {
+    "rosenbrock": lambda: Problem(rosenbrock, jnp.array([-1.2, 1.0])),
+    "logistic": _logistic,
+    "smooth_tree": lambda: Problem(smooth_tree, {
+        "w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array([0.7, -1.1])}),
+}
+
+
+@functools.cache
+def problem(name: str) -> Problem:
+  """The problem ``name`` of :data:`PROBLEMS`, the same object every call."""
+  return PROBLEMS[name]()
+
+
+def scan_updates(opt, grad_fn, x0, num_steps: int):
+  """``num_steps`` updates of ``opt`` with ``grad_fn`` in ``lax.scan``.
+
+  Returns the final state and the iterates ``x_1, ..., x_N`` stacked.
+  Traceable: the body of :func:`run_scan`, and of a caller's own ``jit``.
+  """
+  def step(carry, _):
+    x, state = carry
+    updates, state = opt.update(grad_fn(x), state, x)
+    x = optax.apply_updates(x, updates)
+    return (x, state), x
+
+  (_, state), xs = jax.lax.scan(step, (x0, opt.init(x0)), None,
+                                length=num_steps)
+  return state, xs
+
+
+def run_scan(opt, grad_fn, x0, num_steps: int):
+  """:func:`scan_updates` as one compiled program (:func:`jit_once`)."""
+  return jit_once(lambda x0: scan_updates(opt, grad_fn, x0, num_steps))(x0)
+
+
+def run_eager(opt, grad_fn, x0, num_steps: int):
+  """The same loop in plain Python, op by op; returns state and iterates."""
+  x, state, xs = x0, opt.init(x0), []
+  for _ in range(num_steps):
+    updates, state = opt.update(grad_fn(x), state, x)
+    x = optax.apply_updates(x, updates)
+    xs.append(x)
+  return state, xs

@@ -15,37 +15,16 @@ from gdlab.optim import schedules
 from gdlab.optim.gd import GradientDescentState
 from gdlab.optim.gd import gradient_descent
 from gdlab.optim.gd import heavy_ball
+from helpers import jit_once
+from helpers import problem
+from helpers import run_eager
+from helpers import run_scan
+from helpers import scan_updates
 
-
-def run_scan(opt, grad_fn, x0, num_steps):
-  """Runs ``num_steps`` updates inside ``jit`` + ``lax.scan``.
-
-  Returns the final state and the iterates ``x_1, ..., x_N`` stacked.
-  """
-
-  @jax.jit
-  def go(x0):
-    def step(carry, _):
-      x, state = carry
-      updates, state = opt.update(grad_fn(x), state, x)
-      x = optax.apply_updates(x, updates)
-      return (x, state), x
-
-    (_, state), xs = jax.lax.scan(step, (x0, opt.init(x0)), None,
-                                  length=num_steps)
-    return state, xs
-
-  return go(x0)
-
-
-def run_eager(opt, grad_fn, x0, num_steps):
-  """The same loop in plain Python, op by op; returns state and iterates."""
-  x, state, xs = x0, opt.init(x0), []
-  for _ in range(num_steps):
-    updates, state = opt.update(grad_fn(x), state, x)
-    x = optax.apply_updates(x, updates)
-    xs.append(x)
-  return state, xs
+# Standard promotion: under strict promotion the library's schedules add a
+# Python float to the integer count (gdlab/optim/schedules.py,
+# square_summable and nonsummable_diminishing) and a float64 constant
+# learning rate multiplies float32 gradients (gdlab/optim/gd.py, _scaled).
 
 
 def quadratic(kappa, dim, seed):
@@ -60,13 +39,7 @@ def quadratic(kappa, dim, seed):
   return f, x_star, eigs[0], eigs[-1]
 
 
-def smooth_tree_objective(p):
-  """A non-quadratic objective on a pytree (dict of two arrays)."""
-  return (jnp.sum(jnp.log(jnp.cosh(p["w"] - 0.3))) +
-          0.25 * jnp.sum(p["b"] ** 4) + jnp.sum(p["w"][:2] * p["b"]))
-
-
-TREE_X0 = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array([0.7, -1.1])}
+smooth_tree_objective, TREE_X0 = problem("smooth_tree")
 
 
 # ----------------------------------------------------------------------------
@@ -202,10 +175,10 @@ def test_traced_hyperparameters_under_vmap():
   mus = jnp.array([0.0, 0.5, 0.9])
 
   def final_w(lr, mu):
-    _, xs = run_scan(gradient_descent(lr, momentum=mu), grad, TREE_X0, 20)
+    _, xs = scan_updates(gradient_descent(lr, momentum=mu), grad, TREE_X0, 20)
     return xs["w"][-1]
 
-  swept = jax.jit(jax.vmap(final_w))(lrs, mus)
+  swept = jit_once(jax.vmap(final_w))(lrs, mus)
   for i in range(3):
     _, xs = run_scan(gradient_descent(float(lrs[i]), float(mus[i])), grad,
                      TREE_X0, 20)

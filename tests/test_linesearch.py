@@ -16,31 +16,16 @@ import optax
 import pytest
 
 from gdlab.optim import linesearch as ls
+from helpers import jit_once
+from helpers import problem
 
-ROSENBROCK_START = jnp.array([-1.2, 1.0])
+pytestmark = pytest.mark.strict_promotion
 
-
-def rosenbrock(x):
-  return (1.0 - x[0])**2 + 100.0 * (x[1] - x[0]**2)**2
-
-
-def _logistic_problem():
-  """Non-separable logistic regression with a small ridge; params are a dict."""
-  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
-  x = jax.random.normal(k1, (200, 10))
-  labels = jnp.sign(x @ jax.random.normal(k2, (10,)) +
-                    0.5 * jax.random.normal(k3, (200,)))
-
-  def loss(p):
-    margins = labels * (x @ p["w"] + p["b"])
-    return jnp.mean(jnp.logaddexp(0.0, -margins)) + 5e-4 * jnp.sum(p["w"]**2)
-
-  return loss, {"w": jnp.zeros(10), "b": jnp.zeros(())}
+rosenbrock, ROSENBROCK_START = problem("rosenbrock")
+logistic, LOGISTIC_START = problem("logistic")
 
 
-logistic, LOGISTIC_START = _logistic_problem()
-
-
+@functools.cache
 def _quadratic(n=20, kappa=100.0, seed=0):
   """f(x) = x'Ax/2 with eigenvalues 1..kappa in a random basis; f* = 0."""
   k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
@@ -64,7 +49,7 @@ def minimise(opt, f, x0, *, max_iters=50_000, tol=1e-6, optax_counts=False):
   """
   value_and_grad = jax.value_and_grad(f)
 
-  @jax.jit
+  @jit_once
   def run(x0):
     def cond(c):
       return (c[0] < max_iters) & (_grad_norm(f, c[1]) >= tol)
@@ -86,8 +71,8 @@ def minimise(opt, f, x0, *, max_iters=50_000, tol=1e-6, optax_counts=False):
   return int(k), x, state, int(evals)
 
 
-def trace(opt, f, x0, num_iters, tol=1e-6):
-  """Runs ``num_iters`` steps under jit (``lax.scan``), frozen at ||g|| < tol.
+def scan_records(opt, f, x0, num_iters, tol=1e-6):
+  """``num_iters`` steps in ``lax.scan``, frozen at ||g|| < tol (traceable).
 
   Returns the final params and per-iteration records: ``x`` and ``g`` before
   the step, the update ``u``, the accepted step ``alpha`` and ``met`` from the
@@ -95,23 +80,26 @@ def trace(opt, f, x0, num_iters, tol=1e-6):
   """
   value_and_grad = jax.value_and_grad(f)
 
-  @jax.jit
-  def run(x0):
-    def body(carry, _):
-      x, state = carry
-      value, grad = value_and_grad(x)
-      active = optax.tree.norm(grad) >= tol
-      updates, new_state = opt.update(grad, state, x, value=value, grad=grad,
-                                      value_fn=f)
-      new_x = jnp.where(active, optax.apply_updates(x, updates), x)
-      record = dict(x=x, g=grad, u=updates, active=active,
-                    alpha=optax.tree.get(new_state, "step_size"),
-                    met=optax.tree.get(new_state, "conditions_met"))
-      return (new_x, new_state), record
+  def body(carry, _):
+    x, state = carry
+    value, grad = value_and_grad(x)
+    active = optax.tree.norm(grad) >= tol
+    updates, new_state = opt.update(grad, state, x, value=value, grad=grad,
+                                    value_fn=f)
+    new_x = jnp.where(active, optax.apply_updates(x, updates), x)
+    record = dict(x=x, g=grad, u=updates, active=active,
+                  alpha=optax.tree.get(new_state, "step_size"),
+                  met=optax.tree.get(new_state, "conditions_met"))
+    return (new_x, new_state), record
 
-    return jax.lax.scan(body, (x0, opt.init(x0)), length=num_iters)
+  (x, _), records = jax.lax.scan(body, (x0, opt.init(x0)), length=num_iters)
+  return x, records
 
-  (x, _), records = run(x0)
+
+def trace(opt, f, x0, num_iters, tol=1e-6):
+  """:func:`scan_records` under jit; the records as NumPy arrays."""
+  x, records = jit_once(
+      lambda x0: scan_records(opt, f, x0, num_iters, tol))(x0)
   return x, jax.tree.map(np.asarray, records)
 
 
@@ -154,11 +142,21 @@ def test_goldstein_steps_satisfy_both_inequalities():
   assert np.all(f_new >= f_old + (1 - c1) * alpha * slope)
 
 
+@functools.cache
+def _wolfe_trace():
+  """The strong-Wolfe run on Rosenbrock with (c1, c2) as arguments: one
+  program for every pair."""
+  def run(c1, c2):
+    opt = ls.steepest_descent(ls.wolfe_linesearch(c1=c1, c2=c2))
+    return scan_records(opt, rosenbrock, ROSENBROCK_START, 1_000)
+  return jit_once(run)
+
+
 @pytest.mark.parametrize("c2", [0.9, 0.1])
 def test_wolfe_steps_satisfy_strong_wolfe_and_converge(c2):
   c1 = 1e-4
-  opt = ls.steepest_descent(ls.wolfe_linesearch(c1=c1, c2=c2))
-  x, rec = trace(opt, rosenbrock, ROSENBROCK_START, 1_000)
+  x, rec = _wolfe_trace()(c1, c2)
+  rec = jax.tree.map(np.asarray, rec)
   assert _grad_norm(rosenbrock, x) < 1e-6
   active = rec["active"]
   assert rec["met"][active].all()
@@ -252,17 +250,32 @@ def test_exact_quadratic_meets_steepest_descent_rate_bound():
   assert f(x) < 1e-9 * f(x0)
 
 
+@functools.cache
+def _exact_updates():
+  """Compiled updates of the two exact searches on the quadratic; the golden
+  search's ``tol`` is an argument, so every tolerance shares one program."""
+  f = _quadratic(kappa=100.0)[0]
+  quad = ls.exact_linesearch("quadratic")
+  quad_update = jit_once(functools.partial(quad.update, value_fn=f))
+
+  def gold_update(tol, direction, state, x, value, grad):
+    gold = ls.exact_linesearch("golden", tol=tol)
+    return gold.update(direction, state, x, value=value, grad=grad,
+                       value_fn=f)
+
+  return quad_update, jit_once(gold_update)
+
+
 @pytest.mark.parametrize("tol", [1e-4, 1e-6, 1e-8])
 def test_exact_golden_matches_closed_form_to_its_tolerance(tol):
   f, a, x = _quadratic(kappa=100.0)
   quad, gold = ls.exact_linesearch("quadratic"), ls.exact_linesearch(
       "golden", tol=tol)
-  quad_update = jax.jit(functools.partial(quad.update, value_fn=f))
-  gold_update = jax.jit(functools.partial(gold.update, value_fn=f))
+  quad_update, gold_update = _exact_updates()
   for _ in range(5):  # a few steps of the run, not only the first
     v, g = jax.value_and_grad(f)(x)
     _, sq = quad_update(-g, quad.init(x), x, value=v, grad=g)
-    _, sg = gold_update(-g, gold.init(x), x, value=v, grad=g)
+    _, sg = gold_update(tol, -g, gold.init(x), x, v, g)
     exact = float(g @ g / (g @ a @ g))
     np.testing.assert_allclose(sq.step_size, exact, rtol=1e-12)
     assert bool(sg.conditions_met)
@@ -330,8 +343,11 @@ def test_wolfe_vs_optax_zoom(problem):
   26860 for optax (optax takes a sufficient-decrease step once the bracket is
   narrower than its absolute 1e-5, common when steps are ~1e-3); logistic
   109 / 539 for both.  With the last step reused (optax's default "keep") the
-  claim does not hold everywhere: Rosenbrock 6759 / 11229 here vs 5777 /
-  10802, logistic 110 / 129 vs 115 / 135; only convergence is asserted.
+  claim does not hold everywhere, and the long Rosenbrock runs follow the
+  rounding: 6759 / 11229 here vs 5777 / 10802 compiled with XLA's default
+  options, 6667 / 11109 vs 7368 / 12172 with the tests' quicker ones
+  (``helpers.FAST_COMPILE``); logistic 110 / 129 vs 115 / 135.  Only
+  convergence is asserted.
   """
   f, x0 = ((rosenbrock, ROSENBROCK_START) if problem == "rosenbrock" else
            (logistic, LOGISTIC_START))
@@ -422,7 +438,7 @@ def test_jit_equals_eager_and_state_structure_is_kept(name):
 
   x_e = x_j = {"u": jnp.asarray(-1.2), "v": jnp.ones(1)}
   s_e = s_j = opt.init(x_e)
-  jit_step = jax.jit(step)
+  jit_step = jit_once(step)
   for _ in range(3):
     new_s = jit_step(x_j, s_j)[1]
     chex.assert_trees_all_equal_shapes_and_dtypes(new_s, s_j)
@@ -446,7 +462,7 @@ def test_float32_params(name):
   state = search.init(x)
   assert state.step_size.dtype == jnp.float32
   f0 = f(x)
-  update = jax.jit(functools.partial(search.update, value_fn=f))
+  update = jit_once(functools.partial(search.update, value_fn=f))
   for _ in range(10):
     v, g = jax.value_and_grad(f)(x)
     u, state = update(jax.tree.map(jnp.negative, g), state, x, value=v,
@@ -469,7 +485,7 @@ def test_chain_with_other_transforms_and_extra_args():
   opt = optax.chain(optax.clip_by_global_norm(1.0), optax.scale(-1.0),
                     ls.wolfe_linesearch(), optax.scale(1.0))
 
-  @jax.jit
+  @jit_once
   def step(w, state):
     v, g = jax.value_and_grad(loss)(w, data)
     u, state = opt.update(g, state, w, value=v, grad=g, value_fn=loss,
@@ -496,7 +512,7 @@ def test_hyperparameters_can_be_traced_in_a_sweep():
                          value_fn=f)[1].step_size
 
   c1s, shrinks = jnp.array([1e-4, 0.3]), jnp.array([0.5, 0.2])
-  swept = jax.jit(jax.vmap(accepted))(c1s, shrinks)
+  swept = jit_once(jax.vmap(accepted))(c1s, shrinks)
   one_by_one = [accepted(float(c), float(s)) for c, s in zip(c1s, shrinks)]
   np.testing.assert_allclose(swept, one_by_one, rtol=1e-15)
 
@@ -505,7 +521,7 @@ def test_hyperparameters_can_be_traced_in_a_sweep():
     return search.update(-g, search.init(x0), x0, value=v, grad=g,
                          value_fn=f)[1].step_size
 
-  swept = jax.jit(jax.vmap(wolfe_step))(jnp.array([1e-4, 1e-3]),
+  swept = jit_once(jax.vmap(wolfe_step))(jnp.array([1e-4, 1e-3]),
                                         jnp.array([0.9, 0.1]))
   assert np.all(np.asarray(swept) > 0)
 
@@ -548,7 +564,7 @@ STORING = {
 def test_stored_value_and_grad_are_f_at_the_accepted_point(name):
   """Against ``jax.value_and_grad`` at the new params, for 6 searches."""
   opt = ls.steepest_descent(STORING[name]())
-  update = jax.jit(functools.partial(opt.update, value_fn=logistic))
+  update = jit_once(functools.partial(opt.update, value_fn=logistic))
   x, state = LOGISTIC_START, opt.init(LOGISTIC_START)
   assert float(state[1].value) == np.inf
   for _ in range(6):
@@ -604,11 +620,12 @@ def test_optax_value_and_grad_from_state_reuses_the_stored_point(name):
   opt = ls.steepest_descent(STORING[name]())
   from_state = optax.value_and_grad_from_state(logistic)
 
-  @jax.jit
+  @jit_once
   def run(x0):
     def body(c):
       k, x, state, fresh = c
-      fresh = fresh + ~jnp.isfinite(optax.tree.get(state, "value"))
+      stored = jnp.isfinite(optax.tree.get(state, "value"))
+      fresh = fresh + jnp.where(stored, 0, 1)
       v, g = from_state(x, state=state)
       u, state = opt.update(g, state, x, value=v, grad=g, value_fn=logistic)
       return k + 1, optax.apply_updates(x, u), state, fresh

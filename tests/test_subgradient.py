@@ -11,6 +11,8 @@ at every step, with ``R = ||x_0 - x*||`` and ``G`` a true bound on the
 subgradient norms.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +25,11 @@ from gdlab.optim.subgradient import SubgradientState
 from gdlab.optim.subgradient import best_params
 from gdlab.optim.subgradient import best_value
 from gdlab.optim.subgradient import subgradient_descent
+from helpers import jit_once
+
+# Standard promotion: under strict promotion the library's diminishing
+# schedules add a Python float to the integer count
+# (gdlab/optim/schedules.py, square_summable and nonsummable_diminishing).
 
 
 class LAD:
@@ -78,9 +85,16 @@ def scan(step_rule, f, x0, num_steps):
   return state, trace
 
 
+@functools.cache
+def _compiled_scan(step_rule, f, num_steps):
+  """:func:`scan` compiled once per rule, objective and length: tests that
+  run the same rule on the same problem share the program."""
+  return jit_once(lambda x: scan(step_rule, f, x, num_steps))
+
+
 def run(step_rule, f, x0, num_steps):
   """:func:`scan` under ``jit``, traces as NumPy arrays."""
-  state, trace = jax.jit(lambda x: scan(step_rule, f, x, num_steps))(x0)
+  state, trace = _compiled_scan(step_rule, f, num_steps)(x0)
   return state, jax.tree.map(np.asarray, trace)
 
 
@@ -287,7 +301,7 @@ def test_traced_step_size_under_vmap(lad):
     return state.f_best
 
   alphas = jnp.array([0.001, 0.004])
-  swept = jax.jit(jax.vmap(final_best))(alphas)
+  swept = jit_once(jax.vmap(final_best))(alphas)
   for i in range(2):
     np.testing.assert_allclose(swept[i], final_best(float(alphas[i])),
                                rtol=1e-13)
