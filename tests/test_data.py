@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 
 from gdlab import data
+from helpers import jit_once
+
+pytestmark = pytest.mark.strict_promotion
 
 CLASSIFICATION = ["xor", "moons", "spirals", "blobs", "digits", "iris",
                   "breast_cancer"]
@@ -380,7 +383,7 @@ def test_functions_known_minimisers_and_values(name):
   pts = jax.random.uniform(jax.random.key(0), (500, 2),
                            minval=jnp.array([f.xlim[0], f.ylim[0]]),
                            maxval=jnp.array([f.xlim[1], f.ylim[1]]))
-  assert float(jax.vmap(f.fn)(pts).min()) >= f.f_min
+  assert float(jit_once(jax.vmap(f.fn))(pts).min()) >= f.f_min
   assert float(jax.jit(f.fn)(x0)) == pytest.approx(float(f(x0)))
 
 
@@ -462,7 +465,7 @@ def test_batches_reshuffle_and_work_inside_jit_and_vmap():
   b, _ = data.epoch_batches(jax.random.key(1), 20, 5, "pad")
   assert not bool(jnp.all(a == b))
 
-  @jax.jit
+  @jit_once
   def epoch_sum(key, x):
     idx, mask = data.epoch_batches(key, 23, 5, remainder="pad")
     return jnp.sum(x[idx] * mask)
@@ -470,7 +473,8 @@ def test_batches_reshuffle_and_work_inside_jit_and_vmap():
   x = jnp.arange(23.0)
   np.testing.assert_allclose(epoch_sum(jax.random.key(2), x), x.sum())
   keys = jax.random.split(jax.random.key(3), 4)
-  idx, mask = jax.vmap(lambda k: data.epoch_batches(k, 9, 4, "pad"))(keys)
+  idx, mask = jit_once(jax.vmap(
+      lambda k: data.epoch_batches(k, 9, 4, "pad")))(keys)
   assert idx.shape == mask.shape == (4, 3, 4)
   np.testing.assert_array_equal(mask.sum(axis=(1, 2)), 9)
 
