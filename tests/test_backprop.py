@@ -43,7 +43,7 @@ def _both_compiled(objective, params, x, y, weights=None):
 
 
 @pytest.mark.parametrize("seed,act,loss",
-                         [(i, act, loss) for i, (act, loss) in enumerate(TABLE)],
+                         [(i, *case) for i, case in enumerate(TABLE)],
                          ids=[f"{act}-{loss}" for act, loss in TABLE])
 def test_manual_equals_autodiff_over_the_table(seed, act, loss):
   """Every activation x loss x bias x depth x reduction, to 1e-10 in float64."""

@@ -10,6 +10,12 @@ from flax import nnx
 
 from gdlab import activations, gradcheck, losses, models
 from gdlab.objective import Objective
+from helpers import jit_once
+from helpers import random_problem
+
+# Standard promotion: under strict promotion gdlab.models.FlaxLinen.init
+# (gdlab/models.py) feeds a float64 dummy input to a flax module whose
+# parameters are float32, and flax's promote_dtype rejects the mix.
 
 
 def test_mlp_shapes_and_bias_arrangements():
@@ -61,9 +67,9 @@ def test_initial_weights_are_one_normal_draw_per_layer(dtype):
                                                         dtype)
               for k, n_in, n_out in zip(jax.random.split(key, 3),
                                         (7, 30, 2), (30, 2, 5))]
+  vmapped = jax.vmap(model.init)(jnp.stack([jax.random.PRNGKey(0), key]))
   for params in (model.init(key), jax.jit(model.init)(key),
-                 jax.tree.map(lambda v: v[1], jax.vmap(model.init)(
-                     jnp.stack([jax.random.PRNGKey(0), key])))):
+                 jax.tree.map(lambda v: np.asarray(v)[1], vmapped)):
     for w, e in zip(params["w"], expected):
       assert w.dtype == dtype
       np.testing.assert_array_equal(w, e)
@@ -80,9 +86,13 @@ def test_regression_models_are_zero_hidden_layer_mlps():
 def test_activation_derivatives_match_autodiff(name):
   act = activations.get(name)
   a = jnp.concatenate([jnp.linspace(-6, 6, 101), jnp.array([0.0, -0.0])])
-  z = act.fn(a)
-  auto = jax.vmap(jax.grad(act.fn))(a)
-  np.testing.assert_allclose(act.deriv(a, z), auto, rtol=1e-12, atol=1e-13)
+
+  @jit_once
+  def manual_and_auto(a):
+    return act.deriv(a, act.fn(a)), jax.vmap(jax.grad(act.fn))(a)
+
+  manual, auto = manual_and_auto(a)
+  np.testing.assert_allclose(manual, auto, rtol=1e-12, atol=1e-13)
 
 
 def test_activations_against_jax_nn():
@@ -101,30 +111,42 @@ def test_losses_against_optax():
   o = jax.random.normal(key, (6, 4))
   y = jax.random.normal(jax.random.PRNGKey(1), (6, 4))
   labels = jnp.array([0, 3, 1, 2, 2, 0])
-  onehot = jax.nn.one_hot(labels, 4)
-  np.testing.assert_allclose(losses.loss(o, y, "mse"),
-                             jnp.mean((o - y)**2), rtol=1e-12)
-  np.testing.assert_allclose(losses.loss(o, y, "sum_squares", "sum"),
-                             0.5 * jnp.sum((o - y)**2), rtol=1e-12)
-  np.testing.assert_allclose(losses.loss(o, y, "huber"),
-                             jnp.mean(optax.huber_loss(o, y, delta=1.0)), rtol=1e-12)
-  ce = optax.softmax_cross_entropy_with_integer_labels(o, labels)
-  for lab in (labels, onehot):
-    np.testing.assert_allclose(losses.loss(o, lab, "softmax_cross_entropy",
-                                           "sum"), jnp.sum(ce), rtol=1e-12)
-  b = (y > 0).astype(float)
-  np.testing.assert_allclose(
-      losses.loss(o, b, "binary_cross_entropy"),
-      jnp.mean(jnp.sum(optax.sigmoid_binary_cross_entropy(o, b), -1)),
-      rtol=1e-12)
-  s = jnp.where(y > 0, 1.0, -1.0)
-  np.testing.assert_allclose(losses.loss(o, s, "hinge", "sum"),
-                             jnp.sum(jnp.maximum(0, 1 - s * o)), rtol=1e-12)
-  # Weston-Watkins multiclass hinge, written out with loops.
-  expect = sum(max(0.0, 1 + float(o[i, j] - o[i, labels[i]]))
-               for i in range(6) for j in range(4) if j != int(labels[i]))
-  np.testing.assert_allclose(losses.loss(o, labels, "multiclass_hinge", "sum"),
-                             expect, rtol=1e-12)
+
+  @jit_once
+  def ours_and_reference(o, y, labels):
+    """``{case: (gdlab's loss, optax's or jnp's)}`` and gdlab's multiclass
+    hinge, from one compiled program."""
+    onehot = jax.nn.one_hot(labels, 4)
+    ce = optax.softmax_cross_entropy_with_integer_labels(o, labels)
+    b = (y > 0).astype(float)
+    s = jnp.where(y > 0, 1.0, -1.0)
+    return {
+        "mse": (losses.loss(o, y, "mse"), jnp.mean((o - y)**2)),
+        "sum_squares": (losses.loss(o, y, "sum_squares", "sum"),
+                        0.5 * jnp.sum((o - y)**2)),
+        "huber": (losses.loss(o, y, "huber"),
+                  jnp.mean(optax.huber_loss(o, y, delta=1.0))),
+        "softmax_cross_entropy, labels": (
+            losses.loss(o, labels, "softmax_cross_entropy", "sum"),
+            jnp.sum(ce)),
+        "softmax_cross_entropy, one-hot": (
+            losses.loss(o, onehot, "softmax_cross_entropy", "sum"),
+            jnp.sum(ce)),
+        "binary_cross_entropy": (
+            losses.loss(o, b, "binary_cross_entropy"),
+            jnp.mean(jnp.sum(optax.sigmoid_binary_cross_entropy(o, b), -1))),
+        "hinge": (losses.loss(o, s, "hinge", "sum"),
+                  jnp.sum(jnp.maximum(0, 1 - s * o))),
+    }, losses.loss(o, labels, "multiclass_hinge", "sum")
+
+  cases, multiclass_hinge = ours_and_reference(o, y, labels)
+  # Weston-Watkins multiclass hinge, written out with loops (in NumPy).
+  o_np, labels_np = np.asarray(o), np.asarray(labels)
+  expect = sum(max(0.0, 1 + float(o_np[i, j] - o_np[i, labels_np[i]]))
+               for i in range(6) for j in range(4) if j != labels_np[i])
+  cases["multiclass_hinge"] = (multiclass_hinge, expect)
+  for name, (ours, reference) in cases.items():
+    np.testing.assert_allclose(ours, reference, rtol=1e-12, err_msg=name)
 
 
 def test_mse_is_mean_over_output_units_of_one_record():
@@ -138,8 +160,13 @@ def test_loss_derivatives_match_autodiff(loss):
   y = gradcheck.random_labels(loss, jax.random.PRNGKey(1), 7, 3)
   fn = losses.get(loss)
   y = losses.check_labels(fn, o, y)
-  auto = jax.grad(lambda o: jnp.sum(fn.per_example(o, y)))(o)
-  np.testing.assert_allclose(fn.deriv(o, y), auto, rtol=1e-12, atol=1e-15)
+
+  @jit_once
+  def manual_and_auto(o, y):
+    return fn.deriv(o, y), jax.grad(lambda o: jnp.sum(fn.per_example(o, y)))(o)
+
+  manual, auto = manual_and_auto(o, y)
+  np.testing.assert_allclose(manual, auto, rtol=1e-12, atol=1e-15)
 
 
 def _dense_stack_params(model, params):
@@ -176,14 +203,15 @@ class _NNXMLP(nnx.Module):
 def test_flax_linen_adapter_matches_mlp():
   sizes = (3, 5, 2)
   model = models.mlp(sizes, "tanh")
-  params, x, y = gradcheck.random_problem(model, "mse", jax.random.PRNGKey(0))
+  params, x, y = random_problem(model, "mse", 0)
   flax_model = models.from_flax(_LinenMLP(sizes), (3,))
-  template = flax_model.init(jax.random.PRNGKey(1))
+  template = jit_once(flax_model.init)(jax.random.PRNGKey(1))
   flax_params = _dense_stack_params(model, params)
   assert jax.tree.structure(template) == jax.tree.structure(flax_params)
   np.testing.assert_allclose(flax_model.apply(flax_params, x),
                              model.apply(params, x), rtol=1e-12)
-  _, g_flax = Objective(flax_model, "mse").value_and_grad(flax_params, x, y)
+  _, g_flax = jit_once(Objective(flax_model, "mse").value_and_grad)(
+      flax_params, x, y)
   _, g_mlp = Objective(model, "mse").value_and_grad(params, x, y,
                                                     engine="manual")
   for i in range(2):
@@ -196,7 +224,7 @@ def test_flax_linen_adapter_matches_mlp():
 def test_flax_nnx_adapter_matches_mlp():
   sizes = (3, 5, 2)
   model = models.mlp(sizes, "tanh")
-  params, x, y = gradcheck.random_problem(model, "mse", jax.random.PRNGKey(0))
+  params, x, y = random_problem(model, "mse", 0)
   nnx_model = models.from_nnx(lambda rngs: _NNXMLP(sizes, rngs))
   state = nnx_model.init(jax.random.PRNGKey(1))
   pure = nnx.to_pure_dict(state)
