@@ -17,14 +17,24 @@ from typing import Sequence
 
 import jax
 
+from gdlab import _checks
+from gdlab import activations
 from gdlab import compilation_cache
 from gdlab import config as config_lib
 from gdlab import distributed
+from gdlab import gradcheck
+from gdlab import losses
+from gdlab import models
 from gdlab import report
 from gdlab import results
 from gdlab import run as run_lib
 from gdlab import sweep
 from gdlab.config import ConfigError
+
+try:  # Optional: check-grads shows a progress bar with it.
+  import tqdm
+except ImportError:  # pragma: no cover
+  tqdm = None
 
 
 def _use_all_cores() -> None:
@@ -49,11 +59,55 @@ def _csv(text: str) -> list[str]:
   return [t.strip() for t in text.split(",") if t.strip()]
 
 
+PROGRESS_SECONDS = 5.0
+
+
+def _depths(text: str) -> list[int]:
+  """``--depths``: comma-separated numbers of hidden layers, each >= 0."""
+  try:
+    depths = [int(d) for d in _csv(text)]
+  except ValueError:
+    depths = []
+  if not depths or min(depths) < 0:
+    raise UsageError("--depths: expected comma-separated integers >= 0 "
+                     f"(numbers of hidden layers); got {text!r}.")
+  return depths
+
+
+class _RowProgress:
+  """An ``on_row`` for ``gradcheck.grid`` that reports on a stream.
+
+  On a terminal, with tqdm installed, a progress bar; otherwise a plain
+  line every ``every`` seconds (default :data:`PROGRESS_SECONDS`).  Nothing
+  goes to standard output.
+  """
+
+  def __init__(self, stream=sys.stderr, every: float | None = None):
+    self.stream = stream
+    self.every = PROGRESS_SECONDS if every is None else every
+    self.bar = None
+    self.start = self.last = time.monotonic()
+
+  def __call__(self, i: int, total: int, row) -> None:
+    del row
+    if tqdm is not None and self.stream.isatty():
+      if self.bar is None:
+        self.bar = tqdm.tqdm(total=total, file=self.stream, unit="row",
+                             desc="check-grads", leave=False)
+      self.bar.update(1)
+      if i + 1 == total:
+        self.bar.close()
+      return
+    now = time.monotonic()
+    if now - self.last >= self.every:
+      self.last = now
+      print(f"check-grads: {i + 1}/{total} rows, {now - self.start:.0f} s",
+            file=self.stream, flush=True)
+
+
 def _cmd_check_grads(args) -> int:
-  import jax  # pylint: disable=g-import-not-at-top
+  # Before the first array: the table is in float64.
   jax.config.update("jax_enable_x64", True)
-  from gdlab import activations, gradcheck, losses, models  # pylint: disable=g-import-not-at-top
-  from gdlab import _checks  # pylint: disable=g-import-not-at-top
   acts = _csv(args.activations) if args.activations else activations.names()
   loss_names = _csv(args.losses) if args.losses else losses.names()
   biases = _csv(args.biases) if args.biases else models.BIAS_ARRANGEMENTS
@@ -63,16 +117,12 @@ def _cmd_check_grads(args) -> int:
     _checks.check_choice("--losses", l, losses.names())
   for b in biases:
     _checks.check_choice("--biases", b, models.BIAS_ARRANGEMENTS)
-  try:
-    depths = [int(d) for d in _csv(args.depths)]
-  except ValueError as e:
-    raise UsageError(f"--depths: expected comma-separated integers; got "
-                     f"{args.depths!r}.") from e
+  depths = _depths(args.depths)
   reductions = _csv(args.reductions)
   for r in reductions:
     _checks.check_choice("--reductions", r, losses.REDUCTIONS)
   rows = gradcheck.grid(acts, loss_names, biases, depths, reductions,
-                        seed=args.seed)
+                        seed=args.seed, on_row=_RowProgress(sys.stderr))
   print("Hand-written backpropagation against jax.grad and central finite "
         "differences (float64;")
   print(f"pass: relative error <= {gradcheck.AUTODIFF_TOL:g} against "
@@ -200,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--biases", help="comma-separated bias arrangements "
                  "(default: all)")
   p.add_argument("--depths", default="0,1,3",
-                 help="numbers of hidden layers (default: 0,1,3)")
+                 help="comma-separated numbers of hidden layers, each >= 0 "
+                 "(default: 0,1,3)")
   p.add_argument("--reductions", default="mean",
                  help="mean and/or sum (default: mean)")
   p.add_argument("--seed", type=int, default=0)

@@ -26,18 +26,44 @@ is many orders of magnitude smaller than their loss.
 depths, the table printed by ``gdlab check-grads``.  Both work in whatever
 float precision JAX runs in; the documented tolerances (1e-10 against
 ``jax.grad``, 1e-5 against finite differences) are for float64.
+
+Compiled programs.  A check is one jitted program (the three gradients, the
+``2 P`` finite-difference evaluations as one ``vmap``, the errors) that
+returns one error per leaf; the host converts only those.  A program is
+specialised to a *structure* and reused by every check of that structure:
+
+* :func:`check_gradients`: the MLP's sizes and bias arrangement, the loss,
+  the reduction, the penalty, the step ``h`` and the shapes and dtypes of
+  the inputs;
+* :func:`grid`: the same less the loss.
+
+The activations are not part of either: the hidden and output activations
+are traced indices into ``gdlab.activations.names()`` (the model is an MLP
+whose ``layer_activation`` picks by index), and in :func:`grid` the loss is
+a traced index into ``gdlab.losses.names()`` too.  An index picks among the
+candidates' results with ``jnp.select``: every candidate is evaluated, each
+with its own hand-written functions, and the picked one's result is passed
+on unchanged.  So the default table (9 activations x 8 losses x 4 bias
+arrangements x 3 depths) compiles one program per bias arrangement and
+depth.  Each row's problem is drawn by :func:`random_problem` from
+``fold_in(PRNGKey(seed), i)`` outside the program, the same to the last bit
+whatever program checks it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from gdlab import activations
+from gdlab import backprop
 from gdlab import losses as losses_lib
 from gdlab import models
 from gdlab.objective import Objective, value_and_grad_fn
@@ -47,6 +73,13 @@ Array = jax.Array
 AUTODIFF_TOL = 1e-10
 FD_TOL = 1e-5
 FD_STEP = 1e-6
+
+# XLA options for the check programs on CPU.  Each program is small and runs
+# a few hundred times at most, so its compile time is its cost; these trade
+# the speed of the compiled kernels for the speed of compiling them.  Results
+# agree with the default options to rounding error.
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False,
+                        "xla_backend_optimization_level": 0}
 
 
 class LeafError(NamedTuple):
@@ -65,23 +98,189 @@ class GradCheck(NamedTuple):
   passed: bool
 
 
+def _central_differences(f, theta: Array, step) -> Array:
+  """``(f(theta + h e_j) - f(theta - h e_j)) / (2 h)`` for every ``j``.
+
+  The ``2 P`` evaluations run as one ``vmap`` over the rows of
+  ``[h I; -h I]``.
+  """
+  basis = step * jnp.eye(theta.size, dtype=theta.dtype)
+  values = jax.vmap(f)(theta + jnp.concatenate([basis, -basis]))
+  plus, minus = jnp.split(values, 2)
+  return (plus - minus) / (2 * step)
+
+
 def finite_difference_grad(fn, params, step: float = FD_STEP):
   """Central finite differences of a scalar ``fn(params)``, shaped like params."""
   theta, unravel = ravel_pytree(params)
-  f = lambda t: fn(unravel(t))
-  basis = step * jnp.eye(theta.size, dtype=theta.dtype)
-  diffs = jax.vmap(lambda e: f(theta + e) - f(theta - e))(basis)
-  return unravel(diffs / (2 * step))
+  return unravel(_central_differences(lambda t: fn(unravel(t)), theta, step))
+
+
+def _leaf_maxima(tree, rows: Sequence[Array]) -> Array:
+  """``max_j rows[r][j]`` over the entries ``j`` of each leaf of ``tree``.
+
+  ``rows`` are non-negative vectors laid out as ``ravel_pytree(tree)``.
+  Returns shape ``(len(rows), num_leaves)``, from one gather and one
+  reduction whatever the number of leaves.
+  """
+  sizes = [int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]
+  starts = np.cumsum([0] + sizes[:-1])
+  index = np.full((len(sizes), max(sizes)), sum(sizes))  # -> a padding 0.
+  for l, (start, size) in enumerate(zip(starts, sizes)):
+    index[l, :size] = np.arange(start, start + size)
+  stacked = jnp.pad(jnp.stack(rows), ((0, 0), (0, 1)))
+  return jnp.max(stacked[:, index], axis=-1)
+
+
+def _ratio(num: Array, den: Array) -> Array:
+  """``num / den``, or ``num`` where ``den`` is zero."""
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1), num)
 
 
 def relative_errors(a, b, floor: float, noise: float = 0.0) -> list[float]:
-  """Leafwise ``max(|a - b| - noise, 0) / max(max|a|, max|b|, floor)``."""
-  out = []
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    num = max(float(jnp.max(jnp.abs(x - y))) - noise, 0.0)
-    den = max(float(jnp.max(jnp.abs(x))), float(jnp.max(jnp.abs(y))), floor)
-    out.append(num / den if den > 0 else num)
-  return out
+  """Leafwise ``max(|a - b| - noise, 0) / max(max|a|, max|b|, floor)``.
+
+  Args:
+    a, b: trees of the same structure.
+    floor: the smallest denominator.
+    noise: subtracted from each leaf's largest difference.
+
+  Returns:
+    One error per leaf, in ``jax.tree_util.tree_leaves`` order; a zero
+    denominator leaves the numerator as it is.
+  """
+  va, vb = ravel_pytree(a)[0], ravel_pytree(b)[0]
+  diff, abs_a, abs_b = _leaf_maxima(a, [jnp.abs(va - vb), jnp.abs(va),
+                                        jnp.abs(vb)])
+  errors = _ratio(jnp.maximum(diff - noise, 0),
+                  jnp.maximum(jnp.maximum(abs_a, abs_b), floor))
+  return [float(e) for e in np.asarray(errors)]
+
+
+def _errors(value_fn, manual_fn, params, fd_step
+            ) -> tuple[Array, Array, Array]:
+  """``(C, e_auto, e_fd)`` of ``value_fn(p) = C``, ``manual_fn(p) = (C, g)``."""
+  value, manual = manual_fn(params)
+  auto = jax.grad(value_fn)(params)
+  theta, unravel = ravel_pytree(params)
+  fd = _central_differences(lambda t: value_fn(unravel(t)), theta, fd_step)
+  m, g = ravel_pytree(manual)[0], ravel_pytree(auto)[0]
+  d_auto, d_fd, abs_m, abs_g, abs_f = _leaf_maxima(params, [
+      jnp.abs(m - g), jnp.abs(m - fd), jnp.abs(m), jnp.abs(g), jnp.abs(fd)])
+  floor = 1e-4 * jnp.max(abs_g)
+  noise = 10 * jnp.finfo(value.dtype).eps * jnp.abs(value) / fd_step
+  e_auto = _ratio(d_auto, jnp.maximum(jnp.maximum(abs_m, abs_g), floor))
+  e_fd = _ratio(jnp.maximum(d_fd - noise, 0),
+                jnp.maximum(jnp.maximum(abs_m, abs_f), floor))
+  return value, e_auto, e_fd
+
+
+def gradient_errors(objective: Objective, params, x: Array, y: Array,
+                    weights: Array | None = None, fd_step: float = FD_STEP
+                    ) -> tuple[Array, Array, Array]:
+  """The arrays behind :func:`check_gradients`; traceable.
+
+  Returns:
+    ``(C, e_auto, e_fd)``: the objective and, per parameter leaf (in
+    ``jax.tree_util.tree_leaves`` order), the relative error of the
+    hand-written gradient against ``jax.grad`` and against central finite
+    differences, with the floor and noise of the module docstring.
+  """
+  manual = value_and_grad_fn(objective, "manual")
+  return _errors(lambda p: objective.value(p, x, y, weights),
+                 lambda p: manual(p, x, y, weights), params, fd_step)
+
+
+def _pick(index: Array, options: Sequence[Array]) -> Array:
+  """``options[index]`` for a traced ``index``, by ``jnp.select``."""
+  return jnp.select([index == k for k in range(len(options))], options)
+
+
+# Jitted so that each is traced once per shape: the engines call them in
+# every layer of every pass, and the nine candidates of each add up.
+@jax.jit
+def _switch_fn(index: Array, a: Array) -> Array:
+  return _pick(index, [activations.get(name).fn(a)
+                       for name in activations.names()])
+
+
+@jax.jit
+def _switch_deriv(index: Array, a: Array, z: Array) -> Array:
+  return _pick(index, [activations.get(name).deriv(a, z)
+                       for name in activations.names()])
+
+
+def _switched_activation(index: Array) -> activations.Activation:
+  """The activation ``activations.names()[index]``, for a traced ``index``."""
+  return activations.Activation("switched",
+                                functools.partial(_switch_fn, index),
+                                functools.partial(_switch_deriv, index))
+
+
+@dataclasses.dataclass(frozen=True)
+class _SwitchedMLP(models.MLP):
+  """An MLP whose activations are traced indices into ``activations.names()``.
+
+  Built inside a traced function (see :func:`_switched`); its
+  ``activation`` and ``output_activation`` names are unused.  Being an MLP,
+  the hand-written engine takes it as it is.
+  """
+  hidden_index: Any = 0
+  output_index: Any = 0
+
+  def layer_activation(self, l: int) -> activations.Activation:
+    """The activation of weight layer ``l``, picked by the traced indices."""
+    last = l == self.num_layers - 1
+    return _switched_activation(self.output_index if last else
+                                self.hidden_index)
+
+
+def _skeleton(model: models.MLP) -> models.MLP:
+  """``model`` with identity activations: the part a program depends on."""
+  return dataclasses.replace(model, activation="identity",
+                             output_activation="identity")
+
+
+def _activation_indices(model: models.MLP) -> np.ndarray:
+  """``[hidden, output]``: where the model's activations are in ``names()``."""
+  names = activations.names()
+  return np.array([names.index(model.activation),
+                   names.index(model.output_activation)], np.int32)
+
+
+def _switched(model: models.MLP, indices: Array) -> _SwitchedMLP:
+  """``model`` with the activations ``indices = [hidden, output]``."""
+  fields = {f.name: getattr(model, f.name)
+            for f in dataclasses.fields(models.MLP)}
+  return _SwitchedMLP(**fields, hidden_index=indices[0],
+                      output_index=indices[1])
+
+
+def _static_penalty(penalty: losses_lib.Penalty | None):
+  """The penalty with a Python-float strength, so that it keys a program."""
+  if penalty is None:
+    return None
+  return dataclasses.replace(penalty, strength=float(penalty.strength))
+
+
+def _objective_errors(model: models.MLP, loss: str, reduction: str, penalty,
+                      fd_step: float, indices: Array, params, x: Array,
+                      y: Array, weights: Array | None):
+  """:func:`gradient_errors` of one objective; ``model`` a skeleton."""
+  objective = Objective(_switched(model, indices), loss, reduction, penalty)
+  return gradient_errors(objective, params, x, y, weights, fd_step)
+
+
+@functools.cache
+def _program(fn: Callable, num_static: int) -> Callable:
+  """``fn`` jitted, its first ``num_static`` arguments static (the structure).
+
+  Built on first use, when the backend is known: on CPU with
+  :data:`CPU_COMPILER_OPTIONS`.
+  """
+  options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  return jax.jit(fn, static_argnums=tuple(range(num_static)),
+                 compiler_options=options)
 
 
 def check_gradients(objective: Objective, params, x: Array, y: Array,
@@ -90,6 +289,9 @@ def check_gradients(objective: Objective, params, x: Array, y: Array,
                     fd_tol: float = FD_TOL,
                     fd_step: float = FD_STEP) -> GradCheck:
   """Compares the hand-written gradient with ``jax.grad`` and finite differences.
+
+  Runs one compiled program, shared by every objective of the same
+  structure (see the module docstring).
 
   Args:
     objective: an objective whose model is a gdlab MLP.
@@ -101,22 +303,22 @@ def check_gradients(objective: Objective, params, x: Array, y: Array,
 
   Returns:
     A :class:`GradCheck`.
+
+  Raises:
+    TypeError: if the objective's model is not a gdlab MLP.
   """
-  value, manual = value_and_grad_fn(objective, "manual")(params, x, y, weights)
-  _, auto = value_and_grad_fn(objective, "autodiff")(params, x, y, weights)
-  fd = finite_difference_grad(
-      lambda p: objective.value(p, x, y, weights), params, fd_step)
-  scale = max(float(jnp.max(jnp.abs(g))) for g in
-              jax.tree_util.tree_leaves(auto))
-  floor = 1e-4 * scale
-  e_auto = relative_errors(manual, auto, floor)
-  eps = float(jnp.finfo(jnp.result_type(value)).eps)
-  noise = 10 * eps * abs(float(value)) / fd_step
-  e_fd = relative_errors(manual, fd, floor, noise)
+  value_and_grad_fn(objective, "manual")  # Checks the model is a gdlab MLP.
+  model = objective.model
+  value, e_auto, e_fd = jax.device_get(_program(_objective_errors, 5)(
+      _skeleton(model), objective.loss, objective.reduction,
+      _static_penalty(objective.penalty), float(fd_step),
+      _activation_indices(model), params, jnp.asarray(x), jnp.asarray(y),
+      weights))
   paths = [jax.tree_util.keystr(p) for p, _ in
-           jax.tree_util.tree_leaves_with_path(manual)]
-  leaves = [LeafError(p, a, f) for p, a, f in zip(paths, e_auto, e_fd)]
-  max_auto, max_fd = max(e_auto), max(e_fd)
+           jax.tree_util.tree_leaves_with_path(params)]
+  leaves = [LeafError(p, float(a), float(f))
+            for p, a, f in zip(paths, e_auto, e_fd)]
+  max_auto, max_fd = float(np.max(e_auto)), float(np.max(e_fd))
   return GradCheck(float(value), leaves, max_auto, max_fd,
                    max_auto <= autodiff_tol and max_fd <= fd_tol)
 
@@ -181,6 +383,88 @@ def grid_model(activation: str, loss: str, bias: str, depth: int,
                     out_act, bias)
 
 
+def _class_labels(loss: str) -> bool:
+  """Whether :func:`random_labels` gives ``loss`` integer class labels."""
+  return losses_lib.get(loss).labels in ("class", "class_or_onehot")
+
+
+def _grid_value(model, reduction, penalty, loss_index, params, x, y_float,
+                y_int) -> Array:
+  """The objective ``C`` with the loss ``losses.names()[loss_index]``.
+
+  ``Objective(model, loss, reduction, penalty).value``, written out as
+  :meth:`Objective.value_and_output` does it but with one model output for
+  all the losses: ``jax.grad`` then runs one backward pass through the
+  network instead of one per loss.
+  """
+  y_hat = model.apply(params, x)
+  value = _pick(loss_index, [
+      losses_lib.loss(y_hat, y_int if _class_labels(name) else y_float, name,
+                      reduction) for name in losses_lib.names()])
+  if penalty is not None:
+    value = value + losses_lib.penalty_value(params, penalty)
+  return value
+
+
+def _grid_manual(model, reduction, penalty, loss_index, params, x, y_float,
+                 y_int):
+  """The hand-written ``(C, grads)`` of the loss ``losses.names()[loss_index]``.
+
+  ``backprop.value_and_grad`` is ``value_and_residuals`` then
+  ``grad_from_residuals``; here each loss's ``value_and_residuals`` runs
+  (their forward passes are the same computation, which XLA merges), the
+  picked loss's ``C`` and ``dC/dz_L`` are selected, and
+  ``grad_from_residuals`` runs once.
+  """
+  outs = [backprop.value_and_residuals(
+      model, params, x, y_int if _class_labels(name) else y_float, name,
+      reduction, penalty) for name in losses_lib.names()]
+  value = _pick(loss_index, [v for v, _ in outs])
+  d_out = _pick(loss_index, [r.d_out for _, r in outs])
+  residuals = backprop.Residuals(outs[0][1].cache, d_out)
+  return value, backprop.grad_from_residuals(model, params, residuals,
+                                             penalty)
+
+
+def _grid_row_errors(model: models.MLP, reduction: str, penalty,
+                     indices: Array, loss_index: Array, params, x: Array,
+                     y_float: Array, y_int: Array) -> tuple[Array, Array]:
+  """The largest errors of one grid row; ``model`` a skeleton.
+
+  ``y_float`` holds the labels of the losses on float labels and ``y_int``
+  those on class indices; the loss's own are real, the others stand-ins.
+  """
+  args = (_switched(model, indices), reduction, penalty, loss_index)
+  _, e_auto, e_fd = _errors(
+      lambda p: _grid_value(*args, p, x, y_float, y_int),
+      lambda p: _grid_manual(*args, p, x, y_float, y_int), params, FD_STEP)
+  return jnp.max(e_auto), jnp.max(e_fd)
+
+
+def grid_row(activation: str, loss: str, bias: str, depth: int,
+             reduction: str, penalty: losses_lib.Penalty | None, key: Array,
+             n: int = 8) -> Row:
+  """One row of :func:`grid`: the check of one random problem.
+
+  The problem is ``random_problem(grid_model(...), loss, key, n)``; the
+  check runs in the program shared by the rows of the same bias
+  arrangement, depth, reduction and penalty.
+  """
+  model = grid_model(activation, loss, bias, depth)
+  params, x, y = random_problem(_skeleton(model), loss, key, n)
+  if _class_labels(loss):
+    y_float, y_int = np.zeros((n, model.sizes[-1]), x.dtype), y
+  else:
+    y_float, y_int = y, np.zeros((n,), jax.dtypes.canonicalize_dtype(int))
+  e_auto, e_fd = jax.device_get(_program(_grid_row_errors, 3)(
+      _skeleton(model), reduction, _static_penalty(penalty),
+      _activation_indices(model), np.int32(losses_lib.names().index(loss)),
+      params, x, y_float, y_int))
+  e_auto, e_fd = float(e_auto), float(e_fd)
+  return Row(activation, loss, bias, depth, reduction, e_auto, e_fd,
+             e_auto <= AUTODIFF_TOL and e_fd <= FD_TOL)
+
+
 def grid(activation_names: Sequence[str] | None = None,
          loss_names: Sequence[str] | None = None,
          biases: Sequence[str] | None = None,
@@ -188,21 +472,37 @@ def grid(activation_names: Sequence[str] | None = None,
          reductions: Sequence[str] = ("mean",),
          penalty: losses_lib.Penalty | None = None,
          seed: int = 0,
-         n: int = 8) -> list[Row]:
-  """Runs :func:`check_gradients` over a grid of networks and losses."""
+         n: int = 8,
+         on_row: Callable[[int, int, Row], Any] | None = None) -> list[Row]:
+  """Runs the check over a grid of networks and losses.
+
+  Row ``i`` of ``itertools.product(activations, losses, biases, depths,
+  reductions)`` checks the problem ``random_problem(grid_model(...), loss,
+  fold_in(PRNGKey(seed), i), n)``.
+
+  Args:
+    activation_names, loss_names, biases: the names to cover (default: all).
+    depths: numbers of hidden layers.
+    reductions: ``"mean"`` and/or ``"sum"``.
+    penalty: an optional penalty for every row.
+    seed: the seed of the problems.
+    n: records per problem.
+    on_row: called as ``on_row(i, total, row)`` after each row.
+
+  Returns:
+    The :class:`Row` of each grid point, in product order.
+  """
   activation_names = activation_names or activations.names()
   loss_names = loss_names or losses_lib.names()
   biases = biases or models.BIAS_ARRANGEMENTS
-  rows = []
+  cases = list(itertools.product(activation_names, loss_names, biases,
+                                 depths, reductions))
   key = jax.random.PRNGKey(seed)
-  for i, (act, loss, bias, depth, red) in enumerate(itertools.product(
-      activation_names, loss_names, biases, depths, reductions)):
-    model = grid_model(act, loss, bias, depth)
-    params, x, y = random_problem(model, loss, jax.random.fold_in(key, i), n)
-    result = check_gradients(Objective(model, loss, red, penalty), params, x,
-                             y)
-    rows.append(Row(act, loss, bias, depth, red, result.max_vs_autodiff,
-                    result.max_vs_finite_diff, result.passed))
+  rows = []
+  for i, case in enumerate(cases):
+    rows.append(grid_row(*case, penalty, jax.random.fold_in(key, i), n))
+    if on_row is not None:
+      on_row(i, len(cases), rows[-1])
   return rows
 
 
