@@ -66,6 +66,13 @@ def rng(*seed: int) -> np.random.Generator:
   return np.random.default_rng(list(seed))
 
 
+@functools.lru_cache(maxsize=None)
+def _init_shapes(model):
+  """``model.init``'s leaves (with their paths) and tree, traced once."""
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+  return jax.tree_util.tree_flatten_with_path(shapes)
+
+
 def random_params(model, gen: np.random.Generator, jitter: float = 0.5):
   """Parameters with the tree and dtypes of ``model.init``, drawn with NumPy.
 
@@ -75,8 +82,7 @@ def random_params(model, gen: np.random.Generator, jitter: float = 0.5):
   and no unit sits exactly at a kink (as ``gdlab.gradcheck.random_problem``
   does).
   """
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0))
-  paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+  paths_and_leaves, treedef = _init_shapes(model)
   leaves = []
   for path, leaf in paths_and_leaves:
     is_weight = jax.tree_util.keystr(path).startswith("['w']")
