@@ -31,25 +31,28 @@ from gdlab import losses
 # Compiled programs.
 
 # Without fusion emitters and at optimisation level 0, XLA's CPU backend
-# compiles a small program several times faster; the results agree with the
-# default options to rounding error (the bit-for-bit comparisons in the
-# tests compare two programs compiled alike).
+# compiles a small program several times faster (the settings of
+# gdlab.gradcheck's programs); the results agree with the default options to
+# rounding error, and the bit-for-bit comparisons in the tests compare two
+# programs compiled alike.
 FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False,
                 "xla_backend_optimization_level": 0}
 
 
 @functools.cache
-def _compiler_options() -> dict[str, Any]:
-  """:data:`FAST_COMPILE` where this jaxlib knows the options, else none."""
+def _compiler_options() -> dict[str, Any] | None:
+  """:data:`FAST_COMPILE` on a CPU whose XLA knows the options, else none."""
+  if jax.default_backend() != "cpu":
+    return None
   try:
     jax.jit(lambda x: x, compiler_options=FAST_COMPILE)(np.zeros(()))
   except RuntimeError:  # "No such compile option" on other XLA versions.
-    return {}
+    return None
   return FAST_COMPILE
 
 
 def jit_once(fn: Callable[..., Any], **kwargs) -> Callable[..., Any]:
-  """``jax.jit`` with :data:`FAST_COMPILE`, for a test's own program.
+  """``jax.jit`` with :data:`FAST_COMPILE` (on CPU), for a test's own program.
 
   Only for a top-level program: JAX rejects compiler options on a ``jit``
   nested in another.

@@ -313,15 +313,14 @@ def test_exact_quadratic_flags_negative_curvature():
 # value_and_grad per iteration is the same for both).
 
 
-@pytest.mark.parametrize("problem", ["rosenbrock", "logistic"])
-def test_backtracking_vs_optax(problem):
+@pytest.mark.parametrize("name", ["rosenbrock", "logistic"])
+def test_backtracking_vs_optax(name):
   """Matched settings: shrink 0.5, grow 2, reuse of the last step, no cap.
 
   Measured: Rosenbrock 15110 iterations, 30228 evaluations here vs 30229 for
   optax (optax's first trial is 2 x 1.0); logistic 99 / 193 vs 101 / 198.
   """
-  f, x0 = ((rosenbrock, ROSENBROCK_START) if problem == "rosenbrock" else
-           (logistic, LOGISTIC_START))
+  f, x0 = problem(name)
   ours = ls.steepest_descent(
       ls.backtracking_linesearch(shrink=0.5, grow=2.0, reuse_last_step=True))
   theirs = optax.chain(
@@ -335,8 +334,8 @@ def test_backtracking_vs_optax(problem):
   assert e1 <= e2, (k1, e1, k2, e2)
 
 
-@pytest.mark.parametrize("problem", ["rosenbrock", "logistic"])
-def test_wolfe_vs_optax_zoom(problem):
+@pytest.mark.parametrize("name", ["rosenbrock", "logistic"])
+def test_wolfe_vs_optax_zoom(name):
   """Both start each search at step 1 (optax: ``initial_guess_strategy="one"``).
 
   Measured, iterations / evaluations: Rosenbrock 411 / 2271 here vs 3706 /
@@ -349,8 +348,7 @@ def test_wolfe_vs_optax_zoom(problem):
   (``helpers.FAST_COMPILE``); logistic 110 / 129 vs 115 / 135.  Only
   convergence is asserted.
   """
-  f, x0 = ((rosenbrock, ROSENBROCK_START) if problem == "rosenbrock" else
-           (logistic, LOGISTIC_START))
+  f, x0 = problem(name)
   for reuse, strategy in ((False, "one"), (True, "keep")):
     ours = ls.steepest_descent(ls.wolfe_linesearch(reuse_last_step=reuse))
     theirs = optax.chain(
@@ -522,7 +520,7 @@ def test_hyperparameters_can_be_traced_in_a_sweep():
                          value_fn=f)[1].step_size
 
   swept = jit_once(jax.vmap(wolfe_step))(jnp.array([1e-4, 1e-3]),
-                                        jnp.array([0.9, 0.1]))
+                                         jnp.array([0.9, 0.1]))
   assert np.all(np.asarray(swept) > 0)
 
 
