@@ -5,12 +5,16 @@ same model (relu, He initialisation), same loss (softmax cross-entropy, mean
 over the batch), same step size, float32 everywhere.  Cases, per batch size:
 
 * ``gdlab.fit``: gdlab's compiled training loop with ``Regime("minibatch",
-  B)``, one epoch per timed call (what :func:`gdlab.fit` runs per chunk: the
-  compiled chunk and the read-back of its metrics).  Per step it also
-  gathers the shuffled batch on device, computes the step metrics (loss,
-  gradient and update norms), checks the stopping criteria and skips the step
-  once stopped; per epoch it reshuffles and evaluates the loss and accuracy on
-  the whole training set.
+  B)`` and its default logging, one evaluation period per timed call (what
+  :func:`gdlab.fit` runs per chunk: the compiled chunk and the read-back of
+  its metrics), counted per epoch.  Per step it also gathers the shuffled
+  batch on device, computes the step metrics (loss, gradient and update
+  norms), checks the stopping criteria and skips the step once stopped; per
+  epoch it reshuffles, and every ``eval_every="auto"`` epochs (evaluation at
+  most 5% of training) it evaluates the loss and accuracy on the whole
+  training set.
+* ``gdlab.fit, loss-only logging``: the same with ``step_metrics="loss"``
+  and no evaluation between epochs, one epoch per timed call.
 * ``gdlab.make_step, Python loop``: gdlab's jitted step (with its metrics)
   called once per batch from Python.
 * ``jax.grad + optax.sgd, Python loop``: the jitted step a JAX user writes.
@@ -53,6 +57,12 @@ MAKE_STEP = "gdlab.make_step, Python loop"
 HAND_LOOP = "jax.grad + optax.sgd, Python loop"
 HAND_SCAN = "jax.grad + optax.sgd, lax.scan"
 TORCH = "torch eager (torch.optim.SGD)"
+# gdlab.fit's timed call runs one evaluation period, up to this many epochs.
+MAX_EPOCHS_PER_CALL = 20
+# The issue's targets: gdlab.fit with its default logging, and with
+# loss-only logging, against the hand-written lax.scan.
+FIT_TARGET = 0.85
+FIT_LEAN_TARGET = 0.95
 EVAL = "gdlab per-epoch evaluation alone"
 
 
@@ -135,11 +145,19 @@ def torch_case(torch, sizes, params, batches, lr):
 
 def fit_case(objective, optimizer, regime, criteria, params, data,
              **options):
-  """(first call, one epoch) closures for ``gdlab.fit``'s chunk program
-  (one epoch per call), as ``fit`` builds and calls it."""
+  """``(first call, timed call, epochs per timed call)`` for ``gdlab.fit``'s
+  chunk program, as ``fit`` builds and calls it.
+
+  A timed call runs one evaluation period (``plan.eval_every`` epochs, one
+  where evaluation is per epoch or never), so that its time per epoch
+  includes the evaluation's share.
+  """
   n = int(data.x_train.shape[0])
+  plan, _ = loop.make_plan(objective, optimizer, regime, criteria,
+                           n_train=n, chunk_epochs=1, **options)
+  epochs = plan.eval_every if plan.eval_every <= MAX_EPOCHS_PER_CALL else 1
   plan, numbers = loop.make_plan(objective, optimizer, regime, criteria,
-                                 n_train=n, chunk_epochs=1, **options)
+                                 n_train=n, chunk_epochs=epochs, **options)
   state: dict[str, Any] = {"carry": loop.initial_carry(
       objective, optimizer, jax.random.PRNGKey(2), params)}
 
@@ -149,12 +167,13 @@ def fit_case(objective, optimizer, regime, criteria, params, data,
                                                numbers)
     jax.device_get(state["compiled"](state["carry"], data, numbers)[1:])
 
-  def epoch():
-    carry, epochs, steps = state["compiled"](state["carry"], data, numbers)
-    jax.device_get((epochs, steps))
+  def call():
+    carry, epoch_log, steps = state["compiled"](state["carry"], data,
+                                                numbers)
+    jax.device_get((epoch_log, steps))
     state["carry"] = carry
 
-  return common.first_call(first), epoch
+  return common.first_call(first), call, epochs
 
 
 def run(size: str = "full") -> common.Report:
@@ -191,6 +210,7 @@ def run(size: str = "full") -> common.Report:
     perm = np.random.default_rng(batch).permutation(n)[:num * batch]
     batches = [(x[i], y[i]) for i in perm.reshape(num, batch)]
     cases, first = {}, {}
+    epochs = {}  # epochs per timed call, where more than one
 
     # gdlab.fit's compiled chunk, one epoch per call, as fit calls it; then
     # the same with step_metrics="loss" (no per-step norms) and no whole-set
@@ -200,8 +220,8 @@ def run(size: str = "full") -> common.Report:
     criteria = gdlab.Criteria(max_epochs=10**6)
     for name, options in ((FIT, {}), (FIT_LEAN, {"step_metrics": "loss",
                                                  "eval_every": 10**6})):
-      first[name], cases[name] = fit_case(objective, optimizer, regime,
-                                          criteria, params, data, **options)
+      first[name], cases[name], epochs[name] = fit_case(
+          objective, optimizer, regime, criteria, params, data, **options)
 
     # gdlab.make_step from Python.
     gstep = gdlab.make_step(objective, optimizer)
@@ -247,34 +267,37 @@ def run(size: str = "full") -> common.Report:
     cases[EVAL] = lambda: jax.block_until_ready(metrics(params, x, y))
 
     timings = common.alternate(cases, cfg["repeats"], warmup=1)
-    rate = {k: num / t.median for k, t in timings.items() if k != EVAL}
+    per_epoch = {k: t.median / epochs.get(k, 1) for k, t in timings.items()}
+    rate = {k: num / per_epoch[k] for k in timings if k != EVAL}
     for name, t in timings.items():
       if name == EVAL:
-        share = t.median / timings[FIT].median
+        share = t.median / per_epoch[FIT]
         report.rows.append({"case": name, "batch": batch,
                             "steps_per_s": None, "spread": t.spread,
                             "s_per_epoch": t.median})
         report.notes.append(
-            f"batch {batch}: the per-epoch evaluation (loss and accuracy on "
-            f"all {n} training records) takes {t.median * 1e3:.1f} ms, "
-            f"{100 * share:.0f}% of a gdlab.fit epoch.")
+            f"batch {batch}: one evaluation (loss and accuracy on all {n} "
+            f"training records) takes {t.median * 1e3:.1f} ms, "
+            f"{100 * share:.0f}% of a gdlab.fit epoch; gdlab.fit evaluates "
+            f"every {epochs[FIT]} epochs (eval_every='auto').")
         continue
       gflops = rate[name] * flops / 1e9
       report.rows.append({
           "case": name, "batch": batch, "steps_per_s": rate[name],
           "gflops": gflops, "pct_of_peak": 100 * gflops / peak["gflops"],
           "vs_scan": rate[name] / rate[HAND_SCAN], "spread": t.spread,
-          "s_per_epoch": t.median})
+          "s_per_epoch": per_epoch[name]})
     for name, s in first.items():
       report.compile.append({"case": f"{name}, batch {batch}",
                              "first_step_s": s})
 
     fit_ratio = rate[FIT] / rate[HAND_SCAN]
     report.target(f"gdlab.fit / hand lax.scan, batch {batch}", fit_ratio,
-                  ">= 0.95", fit_ratio >= 0.95)
+                  f">= {FIT_TARGET}", fit_ratio >= FIT_TARGET)
     lean_ratio = rate[FIT_LEAN] / rate[HAND_SCAN]
     report.target(f"gdlab.fit, loss-only logging / hand lax.scan, batch "
-                  f"{batch}", lean_ratio, ">= 0.95", lean_ratio >= 0.95)
+                  f"{batch}", lean_ratio, f">= {FIT_LEAN_TARGET}",
+                  lean_ratio >= FIT_LEAN_TARGET)
     step_ratio = rate[MAKE_STEP] / rate[HAND_LOOP]
     report.target(f"gdlab.make_step / hand jit step (Python loops), batch "
                   f"{batch}", step_ratio, ">= 0.95", step_ratio >= 0.95)
