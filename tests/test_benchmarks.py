@@ -32,7 +32,9 @@ def run_bench(tmp_path, *args):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_benchmark_runs_on_tiny_size(tmp_path, name):
-  result, stdout = run_bench(tmp_path, "--only", name)
+  # Every run treats PyTorch as missing: the throughput benchmark must skip
+  # its row with a note (and the suite need not time PyTorch).
+  result, stdout = run_bench(tmp_path, "--only", name, "--without", "torch")
   assert result["size"] == "tiny"
   assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
   report = result["benchmarks"][REPORT_NAMES.get(name, name)]
@@ -42,16 +44,10 @@ def test_benchmark_runs_on_tiny_size(tmp_path, name):
   for target in report["targets"]:
     assert set(target) == {"what", "value", "target", "met"}
   assert "== targets" in stdout
-
-
-def test_missing_peer_is_skipped_with_a_note(tmp_path):
-  result, _ = run_bench(tmp_path, "--only", "throughput", "--without",
-                        "torch")
-  report = result["benchmarks"]["throughput"]
-  assert "error" not in report
-  assert any("skipped" in note for note in report["notes"]), report["notes"]
-  assert not any("torch" in row["case"] for row in report["rows"])
-  assert any("gdlab" in row["case"] for row in report["rows"])
+  if name == "throughput":  # the missing peer is skipped with a note
+    assert any("skipped" in note for note in report["notes"]), report["notes"]
+    assert not any("torch" in row["case"] for row in report["rows"])
+    assert any("gdlab" in row["case"] for row in report["rows"])
 
 
 def test_optional_peers_honour_without(monkeypatch):

@@ -226,23 +226,31 @@ TIMINGS = ("compile_time", "run_time", "steps_per_second", "time")
 COMPARED_HERE = ("batch_vs_stochastic", "closed_form", "subgradient_lasso")
 
 
+# XLA compiles for the host's CPU (its vector width, its fused multiply-add),
+# so a float32 run rounds differently in its last bits on another CPU model:
+# float32 runs agree bit for bit with the record on the machine that made it
+# (and with the code before the split on any one machine), and to these
+# tolerances elsewhere.
+RTOL = {"float32": 1e-5, "float64": 1e-10}
+
+
 def check_recorded_summaries(name: str, out: Path) -> None:
   """The summaries match those recorded from the code before the split.
 
-  ``out`` is the experiment's results folder.  Float64 runs match to 1e-12
-  relative; float32 runs exactly.
+  ``out`` is the experiment's results folder.  Counts and stop reasons
+  match exactly, final metrics to :data:`RTOL` of the run's dtype.
   """
   for run_name, want in RECORDED[name].items():
     rec = results.load_run(out / "runs" / run_name)
     got = rec.summary
-    exact = analyses.run_config(rec).train.dtype == "float32"
+    rtol = RTOL[analyses.run_config(rec).train.dtype]
     for key in ("stop_reason", "steps", "epochs", "grad_evals", "fun_evals"):
       assert got[key] == want[key], (run_name, key)
     final = {k: v for k, v in got["final"].items() if k not in TIMINGS}
     assert final.keys() == want["final"].keys(), run_name
     for key, value in want["final"].items():
-      if isinstance(value, float) and not exact:
-        assert final[key] == pytest.approx(value, rel=1e-12, abs=0), (
+      if isinstance(value, float):
+        assert final[key] == pytest.approx(value, rel=rtol, abs=0), (
             run_name, key)
       else:
         assert final[key] == value, (run_name, key)
