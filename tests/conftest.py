@@ -11,14 +11,52 @@ workers and the processes the tests start: a test suite never reads or fills
 the user's own cache, and a program compiled by one test process is read back
 by the next.  ``GDLAB_COMPILATION_CACHE=off`` set by the user turns it off for
 the tests too.
+
+XLA compiles the suite's programs at LLVM optimisation level 0 and, where
+this XLA knows the option, without its CPU fusion emitters (the options of
+``helpers.FAST_COMPILE`` and of ``gdlab check-grads``): they compile several
+times faster and agree with the default options to rounding error.  The
+flags go into ``XLA_FLAGS`` before JAX starts its backend, so every process
+a test starts compiles the same way; comparisons bit for bit are between
+programs compiled alike.  ``GDLAB_TEST_XLA_DEFAULTS=1`` runs the suite with
+XLA's default options instead.
 """
 
 import os
+import subprocess
+import sys
 
-import jax
-import pytest
+QUICK_XLA_FLAGS = ("--xla_backend_optimization_level=0",
+                   "--xla_cpu_use_fusion_emitters=false")
 
-from gdlab import compilation_cache
+
+def _known_to_xla(flag: str) -> bool:
+  """Whether this XLA accepts ``flag`` (an unknown one aborts the process)."""
+  env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
+  probe = subprocess.run(
+      [sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"],
+      env=env, capture_output=True, timeout=120, check=False)
+  return probe.returncode == 0
+
+
+def _quick_xla_flags() -> None:
+  """Adds :data:`QUICK_XLA_FLAGS` to ``XLA_FLAGS`` (see the module doc)."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  if (os.environ.get("GDLAB_TEST_XLA_DEFAULTS") == "1"
+      or QUICK_XLA_FLAGS[0] in flags):  # set already (a pytest worker)
+    return
+  quick = [QUICK_XLA_FLAGS[0]] + [f for f in QUICK_XLA_FLAGS[1:]
+                                  if _known_to_xla(f)]
+  os.environ["XLA_FLAGS"] = " ".join([flags, *quick]).strip()
+
+
+# Before JAX (imported below, and by gdlab) can start its backend.
+_quick_xla_flags()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from gdlab import compilation_cache  # pylint: disable=wrong-import-position
 
 jax.config.update("jax_enable_x64", True)
 

@@ -22,7 +22,8 @@ def _free_port() -> int:
 
 
 def test_two_processes_match_one(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") +
+             " --xla_force_host_platform_device_count=1")
   port = _free_port()
   procs = []
   for pid in range(2):

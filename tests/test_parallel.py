@@ -70,7 +70,8 @@ SCRIPT = textwrap.dedent('''
 
 def test_data_parallel_matches_one_device():
   env = dict(os.environ,
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+             XLA_FLAGS=os.environ.get("XLA_FLAGS", "") +
+             " --xla_force_host_platform_device_count=4")
   out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True,
                        text=True, env=env, timeout=300)
   assert out.returncode == 0, out.stdout + out.stderr
@@ -103,7 +104,8 @@ SWEEP_SCRIPT = textwrap.dedent('''
 def test_sweep_over_a_two_axis_mesh(tmp_path):
   """Configurations x data: a sweep of data-parallel runs uses every device."""
   env = dict(os.environ,
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+             XLA_FLAGS=os.environ.get("XLA_FLAGS", "") +
+             " --xla_force_host_platform_device_count=4")
   tiny = os.path.join(os.path.dirname(__file__), "configs", "tiny.yaml")
   out = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT, str(tmp_path),
                         tiny], capture_output=True, text=True, env=env,
