@@ -18,8 +18,9 @@ rate, against the same training written by hand as one jitted ``lax.scan``
 over epochs and batches (first call and repeated calls); compilations are
 counted from JAX's monitoring events.  Then ``gdlab run default`` twice, each
 in a new process sharing one fresh persistent compilation cache folder (at
-the tiny size ``gdlab run closed_form --smoke``, the quickest experiment).  The rest of this benchmark runs with the
-persistent cache off, so that its first calls compile.
+the tiny size ``gdlab run closed_form --smoke``, the quickest experiment).
+The rest of this benchmark runs with the persistent cache off, so that its
+first calls compile.
 """
 
 from __future__ import annotations

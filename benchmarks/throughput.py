@@ -210,11 +210,11 @@ def run(size: str = "full") -> common.Report:
     perm = np.random.default_rng(batch).permutation(n)[:num * batch]
     batches = [(x[i], y[i]) for i in perm.reshape(num, batch)]
     cases, first = {}, {}
-    epochs = {}  # epochs per timed call, where more than one
+    epochs = {}  # epochs per timed call of the gdlab.fit cases
 
-    # gdlab.fit's compiled chunk, one epoch per call, as fit calls it; then
-    # the same with step_metrics="loss" (no per-step norms) and no whole-set
-    # evaluation between epochs (eval_every past the budget).
+    # gdlab.fit's compiled chunk, one evaluation period per call, as fit
+    # calls it; then the same with step_metrics="loss" (no per-step norms)
+    # and no whole-set evaluation between epochs (eval_every past the budget).
     jax.clear_caches()
     regime = gdlab.Regime("minibatch", batch)
     criteria = gdlab.Criteria(max_epochs=10**6)

@@ -26,31 +26,35 @@ import os
 import subprocess
 import sys
 
-QUICK_XLA_FLAGS = ("--xla_backend_optimization_level=0",
-                   "--xla_cpu_use_fusion_emitters=false")
+import helpers  # imports JAX without starting its backend
+
+# The one flag of helpers.FAST_COMPILE that every XLA knows.
+KNOWN_FLAG = "xla_backend_optimization_level"
 
 
 def _known_to_xla(flag: str) -> bool:
   """Whether this XLA accepts ``flag`` (an unknown one aborts the process)."""
   env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
   probe = subprocess.run(
-      [sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"],
+      [sys.executable, "-c",
+       "import jax; jax.numpy.zeros(1).block_until_ready()"],
       env=env, capture_output=True, timeout=120, check=False)
   return probe.returncode == 0
 
 
 def _quick_xla_flags() -> None:
-  """Adds :data:`QUICK_XLA_FLAGS` to ``XLA_FLAGS`` (see the module doc)."""
+  """Adds ``helpers.FAST_COMPILE`` to ``XLA_FLAGS`` (see the module doc)."""
   flags = os.environ.get("XLA_FLAGS", "")
   if (os.environ.get("GDLAB_TEST_XLA_DEFAULTS") == "1"
-      or QUICK_XLA_FLAGS[0] in flags):  # set already (a pytest worker)
+      or f"--{KNOWN_FLAG}=" in flags):  # set already (a pytest worker)
     return
-  quick = [QUICK_XLA_FLAGS[0]] + [f for f in QUICK_XLA_FLAGS[1:]
-                                  if _known_to_xla(f)]
+  quick = [f"--{k}={str(v).lower()}" for k, v in helpers.FAST_COMPILE.items()]
+  quick = [f for f in quick
+           if f.startswith(f"--{KNOWN_FLAG}=") or _known_to_xla(f)]
   os.environ["XLA_FLAGS"] = " ".join([flags, *quick]).strip()
 
 
-# Before JAX (imported below, and by gdlab) can start its backend.
+# Before JAX starts its backend (importing JAX and gdlab does not).
 _quick_xla_flags()
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gdlab import gradcheck
 from gdlab import losses
 
 # ----------------------------------------------------------------------------
@@ -35,8 +36,7 @@ from gdlab import losses
 # gdlab.gradcheck's programs); the results agree with the default options to
 # rounding error, and the bit-for-bit comparisons in the tests compare two
 # programs compiled alike.
-FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False,
-                "xla_backend_optimization_level": 0}
+FAST_COMPILE = gradcheck.CPU_COMPILER_OPTIONS
 
 
 @functools.cache
