@@ -1,5 +1,12 @@
 """gdlab: study how gradient descent and backpropagation train models."""
 
+# First, before the seconds of importing JAX: the gdlab command ends cleanly
+# on Ctrl-C or SIGTERM from its first moment (see gdlab._startup).
+from gdlab import _startup
+
+if _startup.is_command():
+  _startup.install()
+
 from gdlab import activations
 from gdlab import backprop
 from gdlab import data

@@ -5,6 +5,9 @@ of its sections) and returns arrays, models and optax transformations; none
 reads or writes a folder.  :func:`problem` gathers everything a run needs.
 A config value the builders cannot use raises
 :class:`~gdlab.config.ConfigError` naming the key and the allowed values.
+Data that do not fit the loss (labels out of range, a class loss on a
+one-output model) raise ``ValueError`` from :func:`objective`, on the host,
+before anything compiles.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from gdlab import optim
 from gdlab import stopping
 from gdlab.data.batching import Regime
 from gdlab.losses import Penalty
-from gdlab.objective import FunctionObjective, Objective
+from gdlab.objective import (FunctionObjective, Objective, abstract_call,
+                             check_data)
 
 DTYPES = ("float32", "float64")
 MODEL_KINDS = ("mlp", "linear", "logistic", "function")
@@ -75,8 +79,9 @@ def dataset(cfg: config_lib.RunConfig, smoke: bool = False):
   options["test_fraction"] = cfg.data.test_fraction
   ds = data_lib.load(cfg.data.name, seed=cfg.data.seed, smoke=smoke,
                      **options)
-  cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype,
-                                                     jnp.floating) else a
+  # On the host: a cast on the device would compile a program per shape.
+  cast = lambda a: (jax.device_put(np.asarray(a).astype(dtype))
+                    if jnp.issubdtype(a.dtype, jnp.floating) else a)
   return loop.Data(cast(ds.x_train), cast(ds.y_train), cast(ds.x_test),
                    cast(ds.y_test)), ds
 
@@ -85,7 +90,10 @@ def objective(cfg: config_lib.RunConfig, ds) -> Any:
   """The objective (model, loss, reduction, penalty) of a run config.
 
   ``ds`` is the second item of :func:`dataset`: the data set, whose shapes
-  size the model, or the 2-D test function.
+  size the model, or the 2-D test function.  The data set's labels are
+  checked against the loss and the model (``gdlab.objective.check_data``):
+  hinge with 0/1 labels, binary cross-entropy with class indices or a class
+  loss on a binary set raise ``ValueError``.
   """
   m = cfg.model
   if is_function_problem(cfg):
@@ -111,7 +119,14 @@ def objective(cfg: config_lib.RunConfig, ds) -> Any:
   if cfg.loss.penalty is not None:
     penalty = Penalty(cfg.loss.penalty, cfg.loss.strength,
                       cfg.loss.penalize_bias)
-  return Objective(model, cfg.loss.name, cfg.loss.reduction, penalty)
+  obj = Objective(model, cfg.loss.name, cfg.loss.reduction, penalty)
+  params = abstract_call(model, "init", jax.ShapeDtypeStruct((2,), jnp.uint32))
+  for part in ("train", "test"):
+    x = getattr(ds, f"x_{part}")
+    # Inputs by shape alone, in the run's dtype (as dataset() casts them).
+    check_data(obj, params, jax.ShapeDtypeStruct(x.shape, float_dtype(cfg)),
+               getattr(ds, f"y_{part}"), part=part)
+  return obj
 
 
 def schedule(o: config_lib.OptimizerConfig):
@@ -221,7 +236,12 @@ def problem(cfg: config_lib.RunConfig, smoke: bool = False) -> Problem:
   data, ds = dataset(cfg, smoke)
   return Problem(
       data=data, dataset=ds, objective=objective(cfg, ds),
-      optimizer=optimizer(cfg.optimizer,
-                          store_grad=cfg.train.regime.kind == "full_batch"),
-      criteria=cfg.train.stop, regime=cfg.train.regime,
-      record_params=is_function_problem(cfg))
+      optimizer=run_optimizer(cfg), criteria=cfg.train.stop,
+      regime=cfg.train.regime, record_params=is_function_problem(cfg))
+
+
+def run_optimizer(cfg: config_lib.RunConfig):
+  """The optimizer of a run: in the full-batch regime a line search keeps
+  the gradient at the point it accepts, which the next step reuses."""
+  return optimizer(cfg.optimizer,
+                   store_grad=cfg.train.regime.kind == "full_batch")

@@ -19,12 +19,18 @@ import jax
 
 from gdlab import _checks
 from gdlab import activations
+from gdlab import analyses
+from gdlab import build
 from gdlab import compilation_cache
 from gdlab import config as config_lib
+from gdlab import data as data_lib
 from gdlab import distributed
 from gdlab import gradcheck
+from gdlab import interrupts
+from gdlab import loop
 from gdlab import losses
 from gdlab import models
+from gdlab import objective
 from gdlab import report
 from gdlab import results
 from gdlab import run as run_lib
@@ -55,11 +61,52 @@ class UsageError(Exception):
   """Bad input from the command line: reported in one line, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse's parser, reporting bad usage in one line, exit status 2.
+
+  ``gdlab run: error: unrecognized arguments: --foo (see gdlab run --help)``
+  on standard error, instead of the usage text and the message.
+  """
+
+  def error(self, message: str):
+    self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see "
+              f"{self.prog} --help)\n")
+
+
+class _CommandParser(_Parser):
+  """A subcommand's parser: reports the arguments it does not know itself.
+
+  argparse leaves them to the top-level parser, whose message would name
+  ``gdlab`` rather than ``gdlab run``.
+  """
+
+  def parse_known_args(self, args=None, namespace=None):
+    namespace, extras = super().parse_known_args(args, namespace)
+    if extras:
+      self.error(f"unrecognized arguments: {' '.join(extras)}")
+    return namespace, extras
+
+
+def _int_in(bounds: config_lib.Bounds):
+  """An argparse type: an integer within ``bounds``."""
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+      bounds.check("", value)
+    except ValueError:  # not an integer, or out of bounds (ConfigError)
+      raise argparse.ArgumentTypeError(
+          f"expected {bounds}; got {config_lib.short(text)}") from None
+    return value
+  return parse
+
+
 def _csv(text: str) -> list[str]:
   return [t.strip() for t in text.split(",") if t.strip()]
 
 
 PROGRESS_SECONDS = 5.0
+# check-grads builds width-4 MLPs of up to this many hidden layers.
+MAX_DEPTH = 32
 
 
 def _depths(text: str) -> list[int]:
@@ -68,10 +115,25 @@ def _depths(text: str) -> list[int]:
     depths = [int(d) for d in _csv(text)]
   except ValueError:
     depths = []
-  if not depths or min(depths) < 0:
-    raise UsageError("--depths: expected comma-separated integers >= 0 "
-                     f"(numbers of hidden layers); got {text!r}.")
+  if not depths or not 0 <= min(depths) <= max(depths) <= MAX_DEPTH:
+    raise UsageError(f"--depths: expected comma-separated integers >= 0 and "
+                     f"<= {MAX_DEPTH} (numbers of hidden layers); got "
+                     f"{config_lib.short(text)}.")
   return depths
+
+
+def _names(flag: str, text: str | None, allowed) -> list[str]:
+  """A comma-separated list of names from ``allowed``; all when not given."""
+  if text is None:
+    return list(allowed)
+  names = _csv(text)
+  if not names:
+    raise UsageError(f"{flag}: expected comma-separated names from "
+                     f"{', '.join(map(repr, allowed))}; got "
+                     f"{config_lib.short(text)}.")
+  for name in names:
+    _checks.check_choice(flag, name, allowed)
+  return names
 
 
 class _RowProgress:
@@ -106,21 +168,13 @@ class _RowProgress:
 
 
 def _cmd_check_grads(args) -> int:
+  acts = _names("--activations", args.activations, activations.names())
+  loss_names = _names("--losses", args.losses, losses.names())
+  biases = _names("--biases", args.biases, models.BIAS_ARRANGEMENTS)
+  depths = _depths(args.depths)
+  reductions = _names("--reductions", args.reductions, losses.REDUCTIONS)
   # Before the first array: the table is in float64.
   jax.config.update("jax_enable_x64", True)
-  acts = _csv(args.activations) if args.activations else activations.names()
-  loss_names = _csv(args.losses) if args.losses else losses.names()
-  biases = _csv(args.biases) if args.biases else models.BIAS_ARRANGEMENTS
-  for a in acts:
-    _checks.check_choice("--activations", a, activations.names())
-  for l in loss_names:
-    _checks.check_choice("--losses", l, losses.names())
-  for b in biases:
-    _checks.check_choice("--biases", b, models.BIAS_ARRANGEMENTS)
-  depths = _depths(args.depths)
-  reductions = _csv(args.reductions)
-  for r in reductions:
-    _checks.check_choice("--reductions", r, losses.REDUCTIONS)
   rows = gradcheck.grid(acts, loss_names, biases, depths, reductions,
                         seed=args.seed, on_row=_RowProgress(sys.stderr))
   print("Hand-written backpropagation against jax.grad and central finite "
@@ -131,19 +185,80 @@ def _cmd_check_grads(args) -> int:
   return 0 if all(r.passed for r in rows) else 1
 
 
+def _check_names(cfg: config_lib.RunConfig) -> None:
+  """The names a run config gives, against those the builders take.
+
+  Checked before anything is built, so that a misspelt name fails before
+  any data is loaded or folder made (the builders check them again).
+  """
+  choices = [
+      ("data.name", cfg.data.name, data_lib.function_names()
+       if build.is_function_problem(cfg) else data_lib.names()),
+      ("model.kind", cfg.model.kind, build.MODEL_KINDS),
+      ("model.activation", cfg.model.activation, activations.names()),
+      ("model.output_activation", cfg.model.output_activation,
+       activations.names()),
+      ("model.bias", cfg.model.bias, models.BIAS_ARRANGEMENTS),
+      ("model.init", cfg.model.init, models.INITS),
+      ("loss.name", cfg.loss.name, losses.names()),
+      ("loss.reduction", cfg.loss.reduction, losses.REDUCTIONS),
+      ("train.dtype", cfg.train.dtype, build.DTYPES),
+      ("train.engine", cfg.train.engine, objective.ENGINES),
+      ("train.step_metrics", cfg.train.step_metrics,
+       loop.STEP_METRIC_CHOICES),
+  ]
+  if cfg.loss.penalty is not None:
+    choices.append(("loss.penalty", cfg.loss.penalty, losses.PENALTIES))
+  for key, value, allowed in choices:
+    _checks.check_choice(key, value, allowed)
+  try:
+    # Builds the optax transformation (nothing runs): checks the
+    # optimizer's names and the relations between its numbers.
+    build.optimizer(cfg.optimizer)
+  except (ValueError, TypeError) as e:
+    message = str(e)
+    raise ConfigError(message if message.startswith("optimizer.")
+                      else f"optimizer.{message}") from e
+
+
 def _load(args):
-  exp = config_lib.load(run_lib.find(args.config))
+  """The experiment and its ``--set`` overrides, checked before any work.
+
+  The file and every setting of every run (gdlab.config: keys, types,
+  ranges), the names the builders take (:func:`_check_names`) and the
+  analysis (``gdlab.analyses.check``): what can be checked without data
+  fails here, before anything is built, compiled or written.
+  """
+  try:
+    path = run_lib.find(args.config)
+  except OSError as e:  # a name too long for a path, say
+    raise ConfigError(f"config: expected an experiment name or a YAML file; "
+                      f"got {config_lib.short(args.config)} "
+                      f"({(e.strerror or 'not a path').lower()}).") from e
+  exp = config_lib.load(path)
+  # The default results folder is named after the experiment.
+  results.check_name("name", exp.name)
   sets = config_lib.parse_sets(args.set)
   if getattr(args, "devices", None) is not None:
     sets["train.devices"] = args.devices
-  # Check the --set keys against the config now, before anything runs.
-  config_lib.apply_overrides(exp.base, sets)
+  analyses.check(exp)
+  for cfg in config_lib.resolve_runs(exp, smoke=getattr(args, "smoke", False),
+                                     sets=sets):
+    _check_names(cfg)
   return exp, sets
 
 
 def _default_out(kind: str, name: str) -> Path:
   stamp = time.strftime("%Y%m%d-%H%M%S")
   return Path("runs") / f"{name}-{kind}-{stamp}"
+
+
+def _interrupted(out: Path, again: str | None) -> str:
+  """The line printed when a command was interrupted: what is on disk."""
+  state = results.describe(out)
+  if again and results.is_gdlab_folder(out):
+    return f"interrupted: {state}; continue with: {again}"
+  return f"interrupted: {state}"
 
 
 def _cmd_run(args) -> int:
@@ -153,15 +268,24 @@ def _cmd_run(args) -> int:
   exp, sets = _load(args)
   out = Path(args.out) if args.out else _default_out("run", exp.name)
   if args.resume and not args.out:
-    raise UsageError("--resume: give the folder to continue with --out.")
+    raise UsageError("--resume: expected the folder to continue, given "
+                     "with --out; got no --out.")
+  if getattr(args, "allow_changes", False) and not args.resume:
+    raise UsageError("--allow-changes: expected with --resume; got it "
+                     "alone.")
+  again = (f"gdlab run {args.config} --out {out} --resume" +
+           "".join(f" --set {s}" for s in args.set or []))
   try:
-    run_lib.run_experiment(exp, out, smoke=args.smoke, sets=sets,
-                           resume=args.resume)
-  except KeyboardInterrupt:
-    print(f"\ninterrupted: results so far and a checkpoint are in {out}; "
-          f"continue with: gdlab run {args.config} --out {out} --resume",
-          file=sys.stderr)
-    return 130
+    with interrupts.deferred(f"{out} is valid up to its last checkpoint; "
+                             f"continue with: {again}", hard_exit=True):
+      run_lib.run_experiment(exp, out, smoke=args.smoke, sets=sets,
+                             resume=args.resume,
+                             allow_changes=getattr(args, "allow_changes",
+                                                   False))
+  except KeyboardInterrupt as e:
+    interrupts.consume()
+    print(f"\n{_interrupted(out, again)}", file=sys.stderr)
+    return interrupts.exit_code(e)
   if not distributed.is_writer():
     return 0
   print(f"results: {out}")
@@ -189,7 +313,16 @@ def _cmd_sweep(args) -> int:
     for v in values:
       config_lib.override(exp.base, key, v)
   out = Path(args.out) if args.out else _default_out("sweep", exp.name)
-  sweep.run_sweep(exp, out, grid=grid, smoke=args.smoke, sets=sets)
+  try:
+    with interrupts.deferred(f"the runs written so far are in {out}; a "
+                             f"sweep does not resume: run it again with "
+                             f"another --out", hard_exit=True):
+      sweep.run_sweep(exp, out, grid=grid, smoke=args.smoke, sets=sets)
+  except KeyboardInterrupt as e:
+    interrupts.consume()
+    print(f"\n{_interrupted(out, None)}; a sweep does not resume: run it "
+          f"again with another --out", file=sys.stderr)
+    return interrupts.exit_code(e)
   print(f"results: {out}")
   print(f"report:  {out / 'report.md'}")
   return 0
@@ -231,11 +364,12 @@ def _cmd_devices(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="gdlab",
       description="Study how gradient descent and backpropagation train "
       "models.")
-  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                              required=True, parser_class=_CommandParser)
 
   p = sub.add_parser(
       "check-grads",
@@ -254,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "(default: 0,1,3)")
   p.add_argument("--reductions", default="mean",
                  help="mean and/or sum (default: mean)")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=_int_in(config_lib.SEED), default=0)
   p.set_defaults(fn=_cmd_check_grads)
 
   p = sub.add_parser("devices", help="list the devices JAX sees")
@@ -278,8 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
       "checkpoint, plots) and a comparison report.md with plots.")
   add_config_args(p)
   p.add_argument("--resume", action="store_true",
-                 help="continue an interrupted run in --out")
-  p.add_argument("--devices", type=int, metavar="N",
+                 help="continue an interrupted run in --out (refused if the "
+                 "config or data differ from the run's)")
+  p.add_argument("--allow-changes", action="store_true",
+                 help="with --resume: accept changed budgets ("
+                 + ", ".join(results.SAFE_CHANGES) + ")")
+  p.add_argument("--devices", type=_int_in(config_lib.counter(1)),
+                 metavar="N",
                  help="train data-parallel over N devices (the batch is "
                  "sharded; same as --set train.devices=N)")
   p.add_argument("--distributed", action="store_true",
@@ -287,8 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
                  "without the three flags below, JAX detects the cluster")
   p.add_argument("--coordinator", metavar="HOST:PORT",
                  help="address of process 0's coordination service")
-  p.add_argument("--num-processes", type=int, metavar="N")
-  p.add_argument("--process-id", type=int, metavar="I")
+  p.add_argument("--num-processes", type=_int_in(config_lib.counter(1)),
+                 metavar="N")
+  p.add_argument("--process-id", type=_int_in(config_lib.counter(0)),
+                 metavar="I")
   p.set_defaults(fn=_cmd_run)
 
   p = sub.add_parser(
@@ -315,11 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("demo", help="run the default experiment")
   p.set_defaults(fn=_cmd_run, config="default", set=None, out=None,
-                 smoke=False, resume=False, devices=None, distributed=False)
+                 smoke=False, resume=False, allow_changes=False,
+                 devices=None, distributed=False)
   return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   if not getattr(args, "fn", None):
@@ -340,6 +482,21 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise
     print(f"gdlab {args.command}: error: {e}", file=sys.stderr)
     return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The ``gdlab`` command; returns its exit status.
+
+  From its first line to its last, Ctrl-C and SIGTERM stop the command at a
+  safe point, never inside an XLA compilation (:mod:`gdlab.interrupts`),
+  with exit status 130 or 143; a second one stops it at once.
+  """
+  try:
+    with interrupts.deferred(hard_exit=True):
+      return _main(argv)
+  except KeyboardInterrupt as e:
+    print("\ngdlab: interrupted", file=sys.stderr)
+    return interrupts.exit_code(e)
 
 
 if __name__ == "__main__":

@@ -54,16 +54,26 @@ the first two as strings).  Unknown keys and values of the wrong type raise
 :class:`ConfigError`, which names the key, what was expected, what came, and
 the allowed keys or values; a key of the older flat schema
 (``train.max_epochs``, ``train.batch_size``, ...) is named with its new place.
+
+Numbers are range-checked here, wherever they come from (a file, an
+override, Python): each numeric field carries its :class:`Bounds` (see
+:func:`limits`).  Counters (epochs, steps, batch sizes, widths) are int32 in
+the compiled program, so they lie in ``[1, 2**31 - 1]``; seeds lie in
+``[0, 2**32)``; real numbers are finite.  A message quotes at most a short
+piece of what came (:func:`short`), never a file's contents.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import yaml
 
@@ -76,11 +86,121 @@ class ConfigError(ValueError):
 
 
 SWEEPABLE = "sweepable"
+BOUNDS = "bounds"
+# Counters are int32 in the compiled program.
+INT32_MAX = 2**31 - 1
+# Seeds are uint32 (``jax.random.key``): they lie in [0, 2**32).
+SEED_LIMIT = 2**32
+# An experiment file is a few kilobytes; a larger file is not a config.
+MAX_FILE_BYTES = 1 << 20
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlevel = 3
 
 
-def _sweepable(default):
+def short(value: Any) -> str:
+  """``repr(value)`` cut to a few dozen characters, for one-line messages."""
+  return _SHORT.repr(value)
+
+
+def _as_float(value) -> float:
+  """``float(value)``; an integer too large for a float is infinite."""
+  try:
+    return float(value)
+  except OverflowError:
+    return math.inf if value > 0 else -math.inf
+
+
+class Bounds(NamedTuple):
+  """Where a numeric setting lies: ``low <= x <= high`` (``<`` where open).
+
+  ``integer``: an integer; otherwise a finite real number.
+  """
+  low: float = -math.inf
+  high: float = math.inf
+  open_low: bool = False
+  open_high: bool = False
+  integer: bool = False
+
+  def __str__(self) -> str:
+    def end(x):
+      if x == SEED_LIMIT:
+        return "2**32"
+      return f"{x:g}" if isinstance(x, float) else str(x)
+    low_open = self.open_low or math.isinf(self.low)
+    high_open = self.open_high or math.isinf(self.high)
+    return (f"{'an integer' if self.integer else 'a finite number'} in "
+            f"{'(' if low_open else '['}{end(self.low)}, "
+            f"{end(self.high)}{')' if high_open else ']'}")
+
+  def check(self, name: str, value: Any) -> None:
+    """Raises ``ConfigError`` unless ``value`` is in bounds.
+
+    ``None`` (a switched-off setting) and values of other types (``eval_every:
+    auto``; a wrong type is the type check's to report) pass.
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+      return
+    x = value if self.integer else _as_float(value)
+    inside = ((x > self.low if self.open_low else x >= self.low) and
+              (x < self.high if self.open_high else x <= self.high))
+    if not (inside and (self.integer or math.isfinite(x))):
+      raise ConfigError(f"{name}: expected {self}; got {short(value)}.")
+
+
+def counter(low: int = 1) -> Bounds:
+  """An int32 counter, at least ``low``."""
+  return Bounds(low, INT32_MAX, integer=True)
+
+
+SEED = Bounds(0, SEED_LIMIT, open_high=True, integer=True)
+REAL = Bounds()
+POSITIVE = Bounds(0.0, open_low=True)
+NON_NEGATIVE = Bounds(0.0)
+OPEN_UNIT = Bounds(0.0, 1.0, open_low=True, open_high=True)
+
+# The counters of the sections defined elsewhere, which check their own
+# lower bounds: their int32 ceiling.
+FOREIGN_BOUNDS: dict[type, dict[str, Bounds]] = {
+    Regime: {"batch_size": counter(1)},
+    Criteria: {name: counter(1) for name in ("max_epochs", "max_steps",
+                                            "max_grad_evals", "patience")},
+}
+
+
+def _bounded(default, bounds: Bounds, sweepable: bool = False):
+  """A numeric field and its bounds (``sweepable``: see :func:`sweepable`)."""
+  return dataclasses.field(default=default, metadata={
+      BOUNDS: bounds, SWEEPABLE: sweepable})
+
+
+def _sweepable(default, bounds: Bounds):
   """A field a sweep may vary inside one compiled program (a traced value)."""
-  return dataclasses.field(default=default, metadata={SWEEPABLE: True})
+  return _bounded(default, bounds, sweepable=True)
+
+
+def limits(section) -> dict[str, Bounds]:
+  """The bounds of a section's numeric settings (a class or an instance)."""
+  own = {f.name: f.metadata[BOUNDS] for f in dataclasses.fields(section)
+         if BOUNDS in f.metadata}
+  cls = section if isinstance(section, type) else type(section)
+  return {**own, **FOREIGN_BOUNDS.get(cls, {})}
+
+
+def check_limits(section, prefix: str = "") -> None:
+  """Checks a section's numeric settings against their :func:`limits`.
+
+  A list setting (``model.hidden``) has every item checked; the message
+  names the key as ``prefix`` + field (``hidden[0]`` for an item).
+  """
+  for name, bounds in limits(section).items():
+    value = getattr(section, name)
+    if isinstance(value, tuple):
+      for i, item in enumerate(value):
+        bounds.check(f"{prefix}{name}[{i}]", item)
+    else:
+      bounds.check(f"{prefix}{name}", value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,25 +215,34 @@ class DataConfig:
   the shuffling).
   """
   name: str = "digits"
-  n: int | None = None
-  noise: float | None = None
-  test_fraction: float = 0.2
+  n: int | None = _bounded(None, counter(2))
+  noise: float | None = _bounded(None, NON_NEGATIVE)
+  test_fraction: float = _bounded(0.2, OPEN_UNIT)
   labels: str | None = None
-  seed: int = 0
-  kappa: float | None = None
+  seed: int = _bounded(0, SEED)
+  kappa: float | None = _bounded(None, Bounds(1.0))
+
+  def __post_init__(self):
+    check_limits(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """``kind``: ``mlp``, ``linear``, ``logistic`` or ``function``."""
   kind: str = "mlp"
-  hidden: tuple[int, ...] = (32,)
+  hidden: tuple[int, ...] = _bounded((32,), counter(1))
   activation: str = "tanh"
   output_activation: str = "identity"
   bias: str = "per_neuron"
   init: str = "glorot"
-  scale: float = 1.0
-  start: tuple[float, ...] | None = None
+  scale: float = _bounded(1.0, POSITIVE)
+  start: tuple[float, ...] | None = _bounded(None, REAL)
+
+  def __post_init__(self):
+    check_limits(self)
+    if self.start is not None and len(self.start) != 2:
+      raise ConfigError(f"start: expected 2 numbers (a point of the 2-D "
+                        f"test function); got {len(self.start)}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +251,11 @@ class LossConfig:
   name: str = "mse"
   reduction: str = "mean"
   penalty: str | None = None
-  strength: float = _sweepable(0.0)
+  strength: float = _sweepable(0.0, NON_NEGATIVE)
   penalize_bias: bool = False
+
+  def __post_init__(self):
+    check_limits(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,22 +273,25 @@ class OptimizerConfig:
   (closed form for quadratics); a line search replaces the learning rate.
   """
   name: str = "gd"
-  learning_rate: float = _sweepable(0.1)
-  momentum: float = _sweepable(0.0)
+  learning_rate: float = _sweepable(0.1, POSITIVE)
+  momentum: float = _sweepable(0.0, Bounds(0.0, 1.0, open_high=True))
   nesterov: bool = False
   schedule: str = "constant"
-  decay_rate: float = 0.5
-  decay_steps: int = 100
-  warmup_steps: int = 0
-  b: float = _sweepable(1.0)
-  f_star: float | None = None
+  decay_rate: float = _bounded(0.5, POSITIVE)
+  decay_steps: int = _bounded(100, counter(1))
+  warmup_steps: int = _bounded(0, counter(0))
+  b: float = _sweepable(1.0, POSITIVE)
+  f_star: float | None = _bounded(None, REAL)
   line_search: str | None = None
-  initial_step: float = _sweepable(1.0)
-  shrink: float = _sweepable(0.5)
-  c1: float = _sweepable(1e-4)
-  c2: float = _sweepable(0.9)
+  initial_step: float = _sweepable(1.0, POSITIVE)
+  shrink: float = _sweepable(0.5, OPEN_UNIT)
+  c1: float = _sweepable(1e-4, OPEN_UNIT)
+  c2: float = _sweepable(0.9, OPEN_UNIT)
   reuse_last_step: bool = False
-  tol: float = 1e-8
+  tol: float = _bounded(1e-8, POSITIVE)
+
+  def __post_init__(self):
+    check_limits(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +315,9 @@ class TrainConfig:
   stop: Criteria = Criteria()
   engine: str = "autodiff"
   dtype: str = "float32"
-  chunk_epochs: int | None = None
-  devices: int | None = None
-  eval_every: int | str = 1
+  chunk_epochs: int | None = _bounded(None, counter(1))
+  devices: int | None = _bounded(None, counter(1))
+  eval_every: int | str = _bounded(1, counter(1))
   step_metrics: str = "all"
 
   def __post_init__(self):
@@ -190,18 +325,21 @@ class TrainConfig:
       object.__setattr__(self, "regime", Regime(self.regime))
     if isinstance(self.eval_every, str) and self.eval_every != "auto":
       raise ConfigError(f"eval_every: expected an integer >= 1 or 'auto'; "
-                        f"got {self.eval_every!r}.")
+                        f"got {short(self.eval_every)}.")
     for key in ("chunk_epochs", "devices", "eval_every"):
       value = getattr(self, key)
       if isinstance(value, int) and value < 1:
         raise ConfigError(f"{key}: expected an integer >= 1; got {value}.")
+    check_limits(self)
+    check_limits(self.regime, "regime.")
+    check_limits(self.stop, "stop.")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """Everything one training run needs."""
   name: str = "run"
-  seed: int = _sweepable(0)
+  seed: int = _sweepable(0, SEED)
   data: DataConfig = DataConfig()
   model: ModelConfig = ModelConfig()
   loss: LossConfig = LossConfig()
@@ -209,9 +347,13 @@ class RunConfig:
   train: TrainConfig = TrainConfig()
 
   def __post_init__(self):
-    if isinstance(self.seed, int) and not 0 <= self.seed < 2**32:
-      raise ConfigError(f"seed: expected an integer in [0, 2**32); got "
-                        f"{self.seed}.")
+    check_limits(self)
+    regime, n = self.train.regime, self.data.n
+    if (regime.kind == "minibatch" and isinstance(n, int) and
+        isinstance(regime.batch_size, int) and regime.batch_size > n):
+      raise ConfigError(f"train.regime.batch_size: expected at most data.n "
+                        f"= {n} records (fewer after the test split); got "
+                        f"{regime.batch_size}.")
 
 
 # The analyses of gdlab.analyses, by the name an experiment's ``analysis``
@@ -269,7 +411,25 @@ MOVED = {
 
 
 class _Loader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
-  """PyYAML's safe loader with YAML 1.2's float forms (``1e-3``, ``.5``)."""
+  """PyYAML's safe loader with YAML 1.2's float forms (``1e-3``, ``.5``).
+
+  A key given twice in one mapping is an error (PyYAML keeps the last one,
+  so a second ``variants:`` would silently replace the first).
+  """
+
+  def construct_mapping(self, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+      if (isinstance(key_node, yaml.ScalarNode) and
+          key_node.tag != "tag:yaml.org,2002:merge"):
+        key = (key_node.tag, key_node.value)
+        if key in seen:
+          raise yaml.constructor.ConstructorError(
+              "while constructing a mapping", node.start_mark,
+              f"found the key {short(key_node.value)} twice",
+              key_node.start_mark)
+        seen.add(key)
+    return super().construct_mapping(node, deep=deep)
 
 
 _FLOAT = "tag:yaml.org,2002:float"
@@ -288,6 +448,51 @@ _Loader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:
 def read_yaml(text: str) -> Any:
   """Parses YAML text safely (no code), reading floats as YAML 1.2 does."""
   return yaml.load(text, Loader=_Loader)  # nosec: a SafeLoader subclass
+
+
+def _clip(text: str, size: int = 100) -> str:
+  """``text`` on one line, cut to ``size`` characters."""
+  text = " ".join(str(text).split())
+  return text if len(text) <= size else text[:size - 3] + "..."
+
+
+def _yaml_problem(error: Exception) -> str:
+  """What a YAML error says went wrong, in one short line, and where.
+
+  PyYAML's own message quotes the offending lines; this keeps its one-line
+  ``problem`` and the position only.
+  """
+  if isinstance(error, RecursionError):
+    return "nesting too deep"
+  if isinstance(error, yaml.reader.ReaderError):
+    code = (error.character if isinstance(error.character, int)
+            else ord(error.character))
+    return (f"the character #x{code:04x} (not allowed in YAML) at offset "
+            f"{error.position}")
+  problem = getattr(error, "problem", None) or str(error)
+  context = getattr(error, "context", None)
+  if context and context.startswith("while "):
+    problem = f"{problem} ({context})"
+  elif context:
+    problem = f"{context} {problem}"
+  problem = _clip(problem)
+  mark = getattr(error, "problem_mark", None)
+  if mark is not None:
+    problem += f" at line {mark.line + 1}, column {mark.column + 1}"
+  return problem
+
+
+def _parse(text: str) -> Any:
+  """:func:`read_yaml`, with every failure as a ``ValueError`` to report."""
+  try:
+    return read_yaml(text)
+  except (yaml.YAMLError, RecursionError) as e:
+    raise ValueError(_yaml_problem(e)) from e
+  except ValueError as e:
+    # A value the safe loader cannot build: a date like 2020-13-45, an
+    # integer of thousands of digits.
+    raise ValueError(f"a value that cannot be read "
+                     f"({_clip(str(e).partition(';')[0])})") from e
 
 
 # libyaml's emitter where PyYAML was built with it: the same text, several
@@ -323,7 +528,8 @@ def _coerce(key: str, value: Any, tp) -> Any:
         return _coerce(key, value, arg)
       except ConfigError:
         pass
-    raise ConfigError(f"{key}: expected {_type_name(tp)}; got {value!r}.")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}; got "
+                      f"{short(value)}.")
   if tp is type(None):
     if value is None:
       return None
@@ -340,7 +546,7 @@ def _coerce(key: str, value: Any, tp) -> Any:
       return value
   elif tp is float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-      return float(value)
+      return _as_float(value)
   elif tp is str:
     if isinstance(value, str):
       return value
@@ -354,12 +560,17 @@ def _coerce(key: str, value: Any, tp) -> Any:
       return from_dict(tp, value, prefix=key)
     if isinstance(value, tp):
       return value
-  raise ConfigError(f"{key}: expected {_type_name(tp)}; got {value!r}"
+  raise ConfigError(f"{key}: expected {_type_name(tp)}; got {short(value)}"
                     f" ({type(value).__name__}).")
 
 
 def _hints(cls) -> dict[str, Any]:
   return typing.get_type_hints(cls)
+
+
+# What a key looks like; any other key (a line of some other file read as
+# YAML) is described in messages, not quoted.
+_KEY_LIKE = re.compile(r"[\w.\-\[\] ]{1,64}")
 
 
 def _check_key(cls, name: str, prefix: str, key: str | None = None) -> None:
@@ -371,6 +582,12 @@ def _check_key(cls, name: str, prefix: str, key: str | None = None) -> None:
   known = [f.name for f in dataclasses.fields(cls)]
   if name in known:
     return
+  if not _KEY_LIKE.fullmatch(str(name)):
+    raise ConfigError(f"{prefix or 'config'}: expected keys"
+                      f"{' of ' + prefix if prefix else ''}: "
+                      f"{', '.join(known)}; got a key of "
+                      f"{len(str(name))} characters that is not a setting "
+                      f"name.")
   key = key or (f"{prefix}.{name}" if prefix else str(name))
   moved = MOVED.get(cls, {}).get(name)
   if moved is not None:
@@ -387,7 +604,10 @@ def _located(cls, prefix: str, error: Exception) -> str:
   head, sep, rest = message.partition(": ")
   if not prefix:
     return message
-  if sep and head in {f.name for f in dataclasses.fields(cls)}:
+  # The head is a field (``seed``), an item (``hidden[0]``) or a field of a
+  # sub-section (``stop.max_epochs``).
+  field = re.split(r"[.\[]", head, maxsplit=1)[0]
+  if sep and field in {f.name for f in dataclasses.fields(cls)}:
     return f"{prefix}.{head}: {rest}"
   if sep and head == prefix.rpartition(".")[2]:
     return f"{prefix}: {rest}"
@@ -398,7 +618,7 @@ def from_dict(cls, data: dict, prefix: str = ""):
   """Builds the dataclass ``cls`` from a dict, rejecting unknown keys."""
   if not isinstance(data, dict):
     raise ConfigError(f"{prefix or 'config'}: expected a mapping; got "
-                      f"{data!r}.")
+                      f"{short(data)}.")
   hints = _hints(cls)
   kwargs = {}
   for k, v in data.items():
@@ -428,12 +648,16 @@ def to_dict(cfg) -> dict:
 # Overrides.
 
 
-def parse_value(text: str) -> Any:
-  """Parses a command-line value as a YAML scalar or list (never code)."""
+def parse_value(text: str, key: str = "value") -> Any:
+  """Parses a command-line value as a YAML scalar or list (never code).
+
+  ``key`` names the setting in the error message.
+  """
   try:
-    return read_yaml(text)
-  except yaml.YAMLError as e:
-    raise ConfigError(f"could not parse {text!r} as a value: {e}") from e
+    return _parse(text)
+  except ValueError as e:
+    raise ConfigError(f"{key}: expected a YAML value (a number, string, "
+                      f"list or mapping); got {short(text)}: {e}.") from e
 
 
 def _set(tree: dict, cls, key: str, value: Any, prefix: str = "") -> None:
@@ -484,8 +708,8 @@ def parse_sets(sets: list[str] | None) -> dict[str, Any]:
   for s in sets or []:
     key, eq, text = s.partition("=")
     if not eq or not key.strip():
-      raise ConfigError(f"--set: expected key=value; got {s!r}.")
-    out[key.strip()] = parse_value(text)
+      raise ConfigError(f"--set: expected key=value; got {short(s)}.")
+    out[key.strip()] = parse_value(text, key.strip())
   return out
 
 
@@ -525,33 +749,83 @@ def sweepable(key: str, cfg: RunConfig) -> bool:
 # Experiments.
 
 
-def load(path: str | Path) -> ExperimentConfig:
-  """Reads an experiment YAML file."""
-  path = Path(path)
-  if not path.is_file():
-    raise ConfigError(f"config: no such file: {str(path)!r}.")
+def _read_text(path: Path) -> str:
+  """The text of a config file.
+
+  Raises:
+    ConfigError: naming the file, when it is missing, not a regular file,
+      unreadable, larger than :data:`MAX_FILE_BYTES` or not UTF-8 text.
+  """
+  shown = short(str(path))
   try:
-    data = read_yaml(path.read_text())
-  except yaml.YAMLError as e:
-    first = str(e).splitlines()[0] if str(e) else "invalid YAML"
-    mark = getattr(e, "problem_mark", None)
-    where = f" (line {mark.line + 1})" if mark is not None else ""
-    raise ConfigError(f"config: malformed YAML in {str(path)!r}{where}: "
-                      f"{first}.") from e
+    is_file = path.is_file()
+    size = path.stat().st_size if is_file else 0
+    raw = path.read_bytes() if is_file and size <= MAX_FILE_BYTES else b""
+    what = ("a directory" if path.is_dir() else
+            "not a regular file" if path.exists() else None)
+  except (OSError, ValueError) as e:
+    # ValueError: a path with a NUL character.
+    reason = getattr(e, "strerror", None) or "not a valid path"
+    raise ConfigError(f"config: expected a readable YAML file; got {shown} "
+                      f"({reason.lower()}).") from e
+  if not is_file and what is None:
+    raise ConfigError(f"config: expected an existing YAML file; got "
+                      f"{shown}: no such file.")
+  if not is_file:
+    raise ConfigError(f"config: expected a YAML file; got {shown}, {what}.")
+  if size > MAX_FILE_BYTES:
+    raise ConfigError(f"config: expected a YAML file of at most "
+                      f"{MAX_FILE_BYTES >> 20} MiB; got {shown} of "
+                      f"{size / 2**20:.1f} MiB.")
+  try:
+    return raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    raise ConfigError(f"config: cannot read {shown} as UTF-8 text: expected "
+                      f"a YAML text file; got the byte "
+                      f"0x{raw[e.start]:02x} at offset {e.start}.") from e
+
+
+_KINDS = {str: "a string", list: "a list", int: "an integer",
+          float: "a number", bool: "true or false"}
+
+
+def load(path: str | Path) -> ExperimentConfig:
+  """Reads an experiment YAML file.
+
+  Every failure is a one-line ``ConfigError`` that names the file and never
+  quotes more of it than a short piece: a missing or unreadable file, text
+  that is not YAML (its line and column), an empty file, YAML that is not a
+  mapping of settings, and every check of :func:`from_dict` and the
+  overrides of ``variants``, ``sweep`` and ``smoke``.
+  """
+  path = Path(path)
+  shown = short(str(path))
+  text = _read_text(path)
+  try:
+    data = _parse(text)
+  except ValueError as e:
+    raise ConfigError(f"config: expected YAML in {shown}; got malformed YAML"
+                      f": {e}.") from e
   if data is None:
-    data = {}
+    got = "an empty file" if not text.strip() else "no settings (null)"
+    raise ConfigError(f"config: expected a YAML mapping of settings in "
+                      f"{shown}; got {got}.")
+  if not isinstance(data, dict):
+    kind = _KINDS.get(type(data), f"a {type(data).__name__}")
+    raise ConfigError(f"config: expected a YAML mapping of settings in "
+                      f"{shown}; got {kind}.")
   exp = from_dict(ExperimentConfig, data)
   # Variants, sweep and smoke hold dotted overrides: check them now.
   for name, ov in exp.variants.items():
     if not isinstance(ov, dict):
       raise ConfigError(f"variants.{name}: expected a mapping of dotted keys "
-                        f"to values; got {ov!r}.")
+                        f"to values; got {short(ov)}.")
     apply_overrides(exp.base, ov)
   apply_overrides(exp.base, exp.smoke)
   for k, values in exp.sweep.items():
     if not isinstance(values, list) or not values:
       raise ConfigError(f"sweep.{k}: expected a non-empty list of values; "
-                        f"got {values!r}.")
+                        f"got {short(values)}.")
     for v in values:
       override(exp.base, k, v)
   return exp

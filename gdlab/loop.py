@@ -39,13 +39,16 @@ import optax
 
 from gdlab import _checks
 from gdlab import compilation_cache
+from gdlab import interrupts
 from gdlab import stopping
 from gdlab import train
 from gdlab.data import batching
+from gdlab.data import validation
 from gdlab.data.batching import Regime
 from gdlab.history import (EPOCH_METRICS, STEP_METRICS, History, Progress,
                            append_chunk, empty_history)
-from gdlab.objective import Objective, engine as make_engine
+from gdlab.objective import (Objective, abstract_call, check_data, data_dtype,
+                             engine as make_engine, uses_data)
 from gdlab.optim import accounting
 from gdlab.optim import hyperparams
 from gdlab.parallel import (Mesh, batch_constraint, replicate, shard_data,
@@ -70,18 +73,48 @@ class Data(NamedTuple):
   y_test: Array | None = None
 
 
-def as_data(data) -> Data:
-  """A :class:`Data` from a ``Data``, a ``gdlab.data.Dataset`` or a tuple."""
+def as_data(data, objective=None, params=None, *, check_finite: bool = True,
+            stacklevel: int = 2) -> Data:
+  """A :class:`Data` from a ``Data``, a ``gdlab.data.Dataset`` or a tuple.
+
+  Checked on the host with NumPy, before anything compiles
+  (``gdlab.data.validation.check_arrays``): at least one training record,
+  one label per record, a test set absent or non-empty with records shaped
+  like the training ones, and no NaN or inf unless ``check_finite=False``.
+  With ``objective`` and ``params`` (arrays, or their shapes from
+  ``jax.eval_shape``) the data also meet the objective: float arrays are
+  cast to the parameters' float dtype, with a ``UserWarning`` where that
+  changes their dtype (``gdlab.data.validation.cast_floats``;
+  ``stacklevel`` as for ``warnings.warn``, counted from this function), and
+  the labels are checked against the loss and the model's output
+  (``gdlab.objective.check_data``).
+
+  Raises:
+    ValueError: naming the array that fails (``x_train``, ``y_test``, ...).
+  """
   if isinstance(data, Data):
-    return data
-  if hasattr(data, "x_train"):
-    return Data(data.x_train, data.y_train, getattr(data, "x_test", None),
+    pass
+  elif hasattr(data, "x_train"):
+    data = Data(data.x_train, data.y_train, getattr(data, "x_test", None),
                 getattr(data, "y_test", None))
-  if isinstance(data, (tuple, list)) and len(data) in (2, 4):
-    return Data(*data)
-  raise TypeError("data: expected a gdlab.data.Dataset, a loop.Data or a "
-                  "tuple (x_train, y_train[, x_test, y_test]); got "
-                  f"{type(data).__name__}.")
+  elif isinstance(data, (tuple, list)) and len(data) in (2, 4):
+    data = Data(*(a if a is None or hasattr(a, "shape") else np.asarray(a)
+                  for a in data))
+  else:
+    raise TypeError("data: expected a gdlab.data.Dataset, a loop.Data or a "
+                    "tuple (x_train, y_train[, x_test, y_test]); got "
+                    f"{type(data).__name__}.")
+  validation.check_arrays(*data, check_finite=check_finite)
+  if objective is None or not uses_data(objective):
+    return data
+  dtype = data_dtype(params)
+  if dtype is not None:
+    data = Data(**validation.cast_floats(data._asdict(), dtype,
+                                         stacklevel=stacklevel + 1))
+  check_data(objective, params, data.x_train, data.y_train, part="train")
+  if data.x_test is not None:
+    check_data(objective, params, data.x_test, data.y_test, part="test")
+  return data
 
 
 class Carry(NamedTuple):
@@ -592,8 +625,10 @@ def drive(program, carry: Carry, data: Data, numbers: dict,
 
   Returns:
     ``(carry, interrupted)``; ``histories`` is updated in place.  After a
-    ``KeyboardInterrupt`` the carry and the histories are those of the last
-    whole chunk, and ``interrupted`` is true.
+    ``KeyboardInterrupt``, or a signal deferred by
+    :func:`gdlab.interrupts.deferred` (polled before every chunk), the carry
+    and the histories are those of the last whole chunk, and
+    ``interrupted`` is true.
   """
   n = len(histories)
 
@@ -603,6 +638,7 @@ def drive(program, carry: Carry, data: Data, numbers: dict,
 
   try:
     while np.any(reasons(carry) == stopping.RUNNING):
+      interrupts.check()
       carry = _one_chunk(program, carry, data, numbers, histories, batched,
                          reasons)
       if bar is not None and histories[0].epochs["epoch"].size:
@@ -612,6 +648,7 @@ def drive(program, carry: Carry, data: Data, numbers: dict,
       if on_chunk is not None:
         on_chunk(carry, histories)
   except KeyboardInterrupt:
+    interrupts.consume()  # acted on: the runs stop here
     return carry, True
   return carry, False
 
@@ -661,7 +698,8 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
         record_params: bool = False,
         mesh: Mesh | None = None,
         eval_every: int | str = "auto",
-        step_metrics: str = "all") -> FitResult:
+        step_metrics: str = "all",
+        check_finite: bool = True) -> FitResult:
   """Trains ``objective`` with ``optimizer``, compiled, until a criterion holds.
 
   The compiled program is kept: a later ``fit`` with the same structure
@@ -675,7 +713,11 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
     objective: model, loss, reduction and penalty.
     optimizer: any optax transformation.
     data: a ``gdlab.data.Dataset``, a :class:`Data` or
-      ``(x_train, y_train[, x_test, y_test])``.
+      ``(x_train, y_train[, x_test, y_test])``, checked on the host before
+      anything compiles (:func:`as_data`): a ``ValueError`` names the array
+      that is empty, holds NaN or inf, or has labels the loss or the
+      model's output cannot take.  Float arrays are cast to the dtype of the
+      model's parameters, with a ``UserWarning`` when that changes them.
     key: the run's ``jax.random`` key; it is split into the initialisation
       key and the shuffling key (:func:`run_keys`), so the same key gives the
       same run.
@@ -698,16 +740,25 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
       are replicated, and XLA inserts the reductions.
     eval_every, step_metrics: what to log, and how often (see
       :func:`make_plan`).
+    check_finite: reject data holding NaN or inf; ``False`` trains on them.
 
   Returns:
-    A :class:`FitResult`.  A run interrupted by ``KeyboardInterrupt`` between
-    or during chunks returns what it had at the end of its last whole chunk,
-    with the stop reason ``"interrupted"``.
+    A :class:`FitResult`.  A run interrupted by Ctrl-C (SIGINT) or SIGTERM,
+    during the compilation or a chunk, stops at the end of that chunk
+    (:mod:`gdlab.interrupts`) and returns what it had then, with the stop
+    reason ``"interrupted"``; a second signal ends the process at once.
   """
   compilation_cache.enable()
   regime = Regime(regime) if isinstance(regime, str) else regime
   criteria = criteria or stopping.Criteria()
-  data = as_data(data)
+  if carry is not None:
+    params_like = carry.params
+  elif params is not None:
+    params_like = params
+  else:
+    params_like = abstract_call(objective.model, "init", key)
+  data = as_data(data, objective, params_like, check_finite=check_finite,
+                 stacklevel=3)
   n_train = int(data.x_train.shape[0])
   if chunk_epochs is None:
     chunk_epochs = default_chunk_epochs(criteria.max_epochs,
@@ -723,17 +774,20 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
     carry = _init_program(plan, params is not None)(key, params, numbers)
   carry = replicate(carry, mesh)
   history = history or empty_history()
-  program, seconds = compiled_chunk(plan, carry, data, numbers)
-  history.compile_time += seconds
+  # Ctrl-C during the compilation or a chunk stops at the chunk's end.
+  with interrupts.deferred():
+    program, seconds = compiled_chunk(plan, carry, data, numbers)
+    history.compile_time += seconds
 
-  bar = Progress(criteria.max_epochs, enabled=progress)
-  histories = [history]
-  wrapped = None if on_chunk is None else (lambda c, hs: on_chunk(c, hs[0]))
-  try:
-    carry, interrupted = drive(program, carry, data, numbers, histories,
-                               on_chunk=wrapped, bar=bar)
-  finally:
-    bar.close()
+    bar = Progress(criteria.max_epochs, enabled=progress)
+    histories = [history]
+    wrapped = None if on_chunk is None else (lambda c, hs: on_chunk(c,
+                                                                    hs[0]))
+    try:
+      carry, interrupted = drive(program, carry, data, numbers, histories,
+                                 on_chunk=wrapped, bar=bar)
+    finally:
+      bar.close()
   stop_reason = ("interrupted" if interrupted else
                  stopping.reason_name(to_host(carry.stop.reason)))
   histories[0].stop_reason = stop_reason

@@ -32,6 +32,13 @@ mean over output units of ``(o - y)^2``.  ``multiclass_hinge`` is the
 Weston-Watkins form.  For a single-output model, labels of shape ``(n,)`` are
 accepted for the ``(n, 1)`` losses and reshaped.
 
+Labels are checked twice: their shape and dtype at trace time
+(:func:`check_labels`), and their values on the host before training
+(:func:`check_values`, with :func:`check_outputs` for the model's width):
+class indices in ``[0, k)``, 0/1 labels (or probabilities) for
+``binary_cross_entropy``, -1/+1 labels for ``hinge``, and at least two
+outputs for the class losses, which are 0 on a single output.
+
 Subgradients at kinks (identical to ``jax.grad`` of the loss as written here):
 ``|r|`` has derivative +1 at ``r = 0`` (JAX's choice for ``jnp.abs``, and a
 valid subgradient, since ``[-1, 1]`` is the subdifferential); the hinge has derivative
@@ -52,8 +59,10 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gdlab import _checks
+from gdlab.data import validation
 
 Array = jax.Array
 
@@ -196,55 +205,140 @@ def get(name: str) -> Loss:
   return LOSSES[name]
 
 
-def check_labels(loss: Loss, y_hat: Array, y: Any) -> Array:
+def check_labels(loss: Loss, y_hat: Array, y: Any,
+                 name: str = "y") -> Array:
   """Checks labels against a loss and the model output; returns them ready.
 
   Runs at trace time on shapes and dtypes only (label *values*, such as a 2
-  among 0/1 labels, cannot be checked inside ``jit``).
+  among 0/1 labels, cannot be checked inside ``jit``: :func:`check_values`
+  checks them on the host).  ``name`` names the labels in messages.
 
   Raises:
     ValueError: if ``y`` has the wrong shape or rank for ``loss``.
     TypeError: if ``y`` has the wrong dtype for ``loss``.
   """
   y = jnp.asarray(y)
-  if y_hat.ndim != 2:
+  shape = check_label_shape(loss, y_hat.shape, y.shape, y.dtype, name)
+  if jnp.issubdtype(y.dtype, jnp.integer) and loss.labels in (
+      "class", "class_or_onehot"):
+    return y
+  return y.reshape(shape).astype(y_hat.dtype)
+
+
+def check_label_shape(loss: Loss, out_shape: tuple[int, ...],
+                      y_shape: tuple[int, ...], y_dtype: Any,
+                      name: str = "y") -> tuple[int, ...]:
+  """:func:`check_labels` on shapes and dtypes alone (no arrays, no tracing).
+
+  Args:
+    loss: the loss.
+    out_shape: the model output's shape, ``(n, k)``.
+    y_shape, y_dtype: the labels' shape and dtype.
+    name: the labels' name in messages.
+
+  Returns:
+    The shape the labels take in the loss (``(n,)`` labels of a
+    single-output model become ``(n, 1)``).
+  """
+  y_shape, y_dtype = tuple(y_shape), jnp.dtype(y_dtype)
+  if len(out_shape) != 2:
     raise ValueError(f"y_hat: expected model outputs of shape (n, k); got "
-                     f"shape {tuple(y_hat.shape)}.")
-  n, k = y_hat.shape
+                     f"shape {tuple(out_shape)}.")
+  n, k = out_shape
   where = f"for loss {loss.name!r} and model output of shape {(n, k)}"
   if loss.labels in ("class", "class_or_onehot"):
-    if jnp.issubdtype(y.dtype, jnp.integer):
-      if y.shape != (n,):
-        raise ValueError(f"y: expected integer class labels of shape {(n,)} "
-                         f"{where}; got shape {tuple(y.shape)}.")
-      return y
+    if jnp.issubdtype(y_dtype, jnp.integer):
+      if y_shape != (n,):
+        raise ValueError(f"{name}: expected integer class labels of shape "
+                         f"{(n,)} {where}; got shape {y_shape}.")
+      return y_shape
     if loss.labels == "class":
-      raise TypeError(f"y: expected integer class labels of shape {(n,)} "
-                      f"{where}; got dtype {y.dtype}.")
-    if not jnp.issubdtype(y.dtype, jnp.floating):
-      raise TypeError(f"y: expected integer class labels of shape {(n,)} or "
-                      f"one-hot float labels of shape {(n, k)} {where}; got "
-                      f"dtype {y.dtype}.")
-    if y.shape != (n, k):
-      raise ValueError(f"y: expected integer class labels of shape {(n,)} or "
-                       f"one-hot float labels of shape {(n, k)} {where}; got "
-                       f"shape {tuple(y.shape)}.")
-    return y.astype(y_hat.dtype)
+      raise TypeError(f"{name}: expected integer class labels of shape "
+                      f"{(n,)} {where}; got dtype {y_dtype}.")
+    if not jnp.issubdtype(y_dtype, jnp.floating):
+      raise TypeError(f"{name}: expected integer class labels of shape {(n,)} "
+                      f"or one-hot float labels of shape {(n, k)} {where}; "
+                      f"got dtype {y_dtype}.")
+    if y_shape != (n, k):
+      raise ValueError(f"{name}: expected integer class labels of shape "
+                       f"{(n,)} or one-hot float labels of shape {(n, k)} "
+                       f"{where}; got shape {y_shape}.")
+    return y_shape
   # Real-valued, 0/1 or -1/+1 targets, one per output unit.
   allowed = ("floating" if loss.labels == "real"
              else "floating, integer or boolean")
-  if not (jnp.issubdtype(y.dtype, jnp.floating) or (
-      loss.labels != "real" and (jnp.issubdtype(y.dtype, jnp.integer) or
-                                 y.dtype == jnp.bool_))):
-    raise TypeError(f"y: expected {allowed} labels {where}; got dtype "
-                    f"{y.dtype}.")
-  if y.shape == (n,) and k == 1:
-    y = y.reshape(n, 1)
-  if y.shape != (n, k):
+  if not (jnp.issubdtype(y_dtype, jnp.floating) or (
+      loss.labels != "real" and (jnp.issubdtype(y_dtype, jnp.integer) or
+                                 y_dtype == jnp.bool_))):
+    raise TypeError(f"{name}: expected {allowed} labels {where}; got dtype "
+                    f"{y_dtype}.")
+  if y_shape == (n,) and k == 1:
+    y_shape = (n, 1)
+  if y_shape != (n, k):
     alt = f" (or {(n,)} since k = 1)" if k == 1 else ""
-    raise ValueError(f"y: expected labels of shape {(n, k)}{alt} {where}; "
-                     f"got shape {tuple(y.shape)}.")
-  return y.astype(y_hat.dtype)
+    raise ValueError(f"{name}: expected labels of shape {(n, k)}{alt} "
+                     f"{where}; got shape {y_shape}.")
+  return y_shape
+
+
+def check_outputs(loss: Loss, k: int) -> None:
+  """Checks that a model with ``k`` output units suits ``loss``.
+
+  The class losses need one output per class, so at least two: on one
+  output, the softmax of a single logit is 1 and both losses are 0 whatever
+  the parameters.
+
+  Raises:
+    ValueError: for a class loss on a single-output model.
+  """
+  if loss.labels in ("class", "class_or_onehot") and k < 2:
+    other = ("binary_cross_entropy' with 0/1 labels" if loss.name ==
+             "softmax_cross_entropy" else "hinge' with -1/+1 labels")
+    raise ValueError(
+        f"y_hat: expected at least 2 model outputs (one per class) for loss "
+        f"{loss.name!r}; got {k}, on which the loss is 0 whatever the "
+        f"parameters. Give the model one output per class, or use loss "
+        f"'{other}.")
+
+
+def check_values(loss: Loss, y: Any, k: int, name: str = "y") -> None:
+  """Checks label values against a loss, on the host with NumPy.
+
+  What :func:`check_labels` cannot see inside ``jit``: integer class labels
+  in ``[0, k)`` for the class losses (``k`` outputs); labels in ``[0, 1]``
+  for ``binary_cross_entropy`` (0/1, or probabilities as soft targets);
+  labels in ``{-1, +1}`` for ``hinge``, whose message names the map
+  ``y = 2*y - 1`` when it is given 0/1 labels.  Real-valued targets and
+  one-hot rows are not checked here.  A traced ``y`` is let through.
+
+  Raises:
+    ValueError: naming ``name``, the expected values and the first entry
+      that is not one of them.
+  """
+  a = validation.host(y)
+  if a is None:
+    return
+  where = f"for loss {loss.name!r}"
+  if loss.labels in ("class", "class_or_onehot"):
+    if np.issubdtype(a.dtype, np.integer):
+      validation.check_values_in(
+          name, a, None, interval=(0, k - 1),
+          expected=f"class indices in [0, {k}) {where} on a model with {k} "
+          f"outputs")
+  elif loss.labels == "binary":
+    validation.check_values_in(
+        name, a, None, interval=(0, 1),
+        expected=f"labels in {{0, 1}} (or probabilities in [0, 1]) {where}")
+  elif loss.labels == "sign":
+    zeros = int(np.count_nonzero(a == 0))
+    if zeros and np.isin(a, (0, 1)).all():
+      raise ValueError(
+          f"{name}: expected labels in {{-1, +1}} {where}; got 0/1 labels "
+          f"({zeros} zeros, on which the hinge loss is constant). Map them "
+          f"with y = 2*y - 1 (gdlab.data.to_pm1), or load the data set with "
+          f"labels='pm1'.")
+    validation.check_values_in(name, a, (-1, 1),
+                               expected=f"labels in {{-1, +1}} {where}")
 
 
 def check_reduction(reduction: str) -> str:

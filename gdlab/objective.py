@@ -14,16 +14,24 @@ Its gradient comes from one of two interchangeable engines:
 
 Both return ``(C, grads)`` with ``grads`` shaped like ``params``, and agree to
 rounding error (the tests check 1e-10 in float64).
+
+Data meet the objective in :func:`check_data`, on the host and before
+anything compiles: the model's output width comes from ``jax.eval_shape`` of
+its ``apply`` (traced on shapes, not compiled) and the labels are checked
+against the loss, shapes and values.  :func:`data_dtype` is the float dtype
+the data are cast to: the parameters'.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gdlab import _checks
 from gdlab import backprop
@@ -127,6 +135,105 @@ class FunctionObjective:
     """NaN: a function has no records to classify."""
     del y_hat, y
     return jnp.full((), jnp.nan)
+
+
+# ----------------------------------------------------------------------------
+# Data against the objective, on the host.
+
+
+_SHAPES: collections.OrderedDict = collections.OrderedDict()
+_MAX_SHAPES = 64
+
+
+def _spec(a: Any) -> jax.ShapeDtypeStruct:
+  if isinstance(a, jax.ShapeDtypeStruct):
+    return a
+  dtype = a.dtype if hasattr(a, "dtype") else np.result_type(a)
+  return jax.ShapeDtypeStruct(np.shape(a), jax.dtypes.canonicalize_dtype(
+      dtype, allow_extended_dtype=True))
+
+
+def abstract_call(model, method: str, *args) -> Any:
+  """``jax.eval_shape(getattr(model, method), *args)``, kept by structure.
+
+  The shapes and dtypes of the result, traced once per model and argument
+  shapes (a second ``fit`` of the same structure traces nothing); nothing is
+  compiled.  ``args`` may hold arrays or ``jax.ShapeDtypeStruct`` leaves.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(args)
+  specs = tuple(_spec(a) for a in leaves)
+  key = (model, method, treedef, specs)
+  try:
+    hash(key)
+  except TypeError:  # an unhashable model: traced every time
+    key = None
+  if key is not None and key in _SHAPES:
+    _SHAPES.move_to_end(key)
+    return _SHAPES[key]
+  out = jax.eval_shape(getattr(model, method),
+                       *jax.tree_util.tree_unflatten(treedef, specs))
+  if key is not None:
+    _SHAPES[key] = out
+    while len(_SHAPES) > _MAX_SHAPES:
+      _SHAPES.popitem(last=False)
+  return out
+
+
+def uses_data(objective) -> bool:
+  """False for a function objective, which ignores its data arguments."""
+  return not isinstance(objective, FunctionObjective)
+
+
+def data_dtype(params) -> np.dtype | None:
+  """The float dtype data are cast to: the parameters' (promoted) float dtype.
+
+  ``params`` are arrays or their ``jax.ShapeDtypeStruct`` shapes; ``None``
+  when no leaf is a float.
+  """
+  floats = [leaf.dtype for leaf in jax.tree_util.tree_leaves(params)
+            if jnp.issubdtype(leaf.dtype, jnp.floating)]
+  return np.dtype(jnp.result_type(*floats)) if floats else None
+
+
+def check_data(objective, params, x: Any, y: Any, *,
+               part: str = "train") -> None:
+  """Checks records and labels against the objective, before compiling.
+
+  On the host: the model's output shape ``(n, k)`` on ``x`` comes from
+  ``jax.eval_shape`` of ``apply`` (:func:`abstract_call`); then ``k`` must
+  suit the loss (``gdlab.losses.check_outputs``: two or more outputs for the
+  class losses), the labels' shape and dtype must suit the loss and the
+  output (``gdlab.losses.check_label_shape``) and so must their values
+  (``gdlab.losses.check_values``: class indices in ``[0, k)``, 0/1 labels
+  for binary cross-entropy, -1/+1 labels for the hinge).  Only an
+  :class:`Objective` is checked: a function objective takes no data.
+
+  Args:
+    objective: the objective.
+    params: the parameters, or their shapes (``jax.ShapeDtypeStruct``
+      leaves, as ``jax.eval_shape(model.init, key)`` gives them).
+    x, y: the inputs and labels of one part of the data.
+    part: ``"train"`` or ``"test"``: the arrays are named ``x_train``,
+      ``y_train``, ... in messages.
+
+  Raises:
+    ValueError: naming the array and what the loss expects.
+    TypeError: for labels of the wrong dtype for the loss.
+  """
+  if not isinstance(objective, Objective):
+    return
+  loss = losses_lib.get(objective.loss)
+  out = abstract_call(objective.model, "apply", params, x)
+  shape = getattr(out, "shape", None)
+  if shape is None or len(shape) != 2:
+    raise ValueError(f"y_hat: expected model outputs of shape (n, k); got "
+                     f"{shape if shape is not None else type(out).__name__} "
+                     f"for x_{part} of shape {_spec(x).shape}.")
+  losses_lib.check_outputs(loss, shape[1])
+  y_spec = _spec(y)
+  losses_lib.check_label_shape(loss, shape, y_spec.shape, y_spec.dtype,
+                               name=f"y_{part}")
+  losses_lib.check_values(loss, y, shape[1], name=f"y_{part}")
 
 
 class Engine(NamedTuple):

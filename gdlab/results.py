@@ -10,7 +10,12 @@ A run folder holds::
                        git commit)
     trajectory.json    (two-parameter problems) the iterates, one [x, y] a step
     checkpoint.msgpack the run's carry (parameters, optimizer state, key,
-                       counters), flax serialization
+                       counters), flax serialization, with the number of
+                       metric rows it covers and a SHA-256 checksum
+    gdlab.json         what the folder is (a run, an experiment, a sweep) and
+                       the run's identity: fingerprints of its resolved
+                       config and of its data, and the gdlab version
+    gdlab.lock         while a process writes the folder: its process id
     plots/             PNG figures; report.md embeds them
 
 Writing: :func:`write_run` (config, metrics, summary, trajectory,
@@ -21,21 +26,36 @@ checkpoint; between chunks it appends the new metric rows), with
 :func:`final_params` and :func:`final_loss`.
 
 Every file is written atomically (to a temporary file in the same folder,
-then renamed), so an interrupted run leaves each file either complete or as
-it was before.  ``metrics.jsonl`` is appended chunk by chunk and rewritten whole, in
-order (steps, then epochs), when the run ends.
+then renamed, with the permissions the umask gives), so an interrupted run
+leaves each file either complete or as it was before.  ``metrics.jsonl`` is
+appended chunk by chunk and rewritten whole, in order (steps, then epochs),
+when the run ends.  The checkpoint is the commit point of a chunk: it is
+written last and records how many step and epoch rows it covers, so a run
+killed at any instant resumes (:func:`resume_point`) from its last checkpoint
+with the metrics log cut back to it, to the bytes of an uninterrupted run.
+
+Folders are guarded (:func:`check_out`, :func:`create`, :func:`locked`):
+gdlab writes only into a new or empty folder or one it made, one process at
+a time, and a resume is refused when the config or data differ from the
+run's (:func:`check_resume`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
 import platform
+import re
+import shutil
+import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +76,28 @@ SUMMARY = "summary.json"
 TRAJECTORY = "trajectory.json"
 CHECKPOINT = "checkpoint.msgpack"
 PLOTS = "plots"
+MARKER = "gdlab.json"
+LOCK = "gdlab.lock"
 # An experiment folder's seed sweeps: SEEDS/<variant>/ (see gdlab.run).
 SEEDS = "seeds"
+CHECKPOINT_FORMAT = "gdlab-checkpoint/2"
+# Run, variant and experiment names become folder names.
+NAME_CHARS = "letters, digits and _ - . = + , [ ] ( ) @"
+_NAME = re.compile(r"^[A-Za-z0-9_\-.=+,\[\]()@]{1,200}$")
+# What --resume may change with allow_changes: budgets and chunking, which
+# change when the run stops, not the numbers of the steps it takes.
+SAFE_CHANGES = ("train.stop.max_epochs", "train.stop.max_steps",
+                "train.stop.max_grad_evals", "train.chunk_epochs")
+
+
+class FolderError(config_lib.ConfigError):
+  """A folder that gdlab cannot write or resume: one line, exit code 2."""
+
+
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
@@ -67,6 +107,9 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
   mode = "wb" if isinstance(data, bytes) else "w"
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
   try:
+    # mkstemp makes the file private (0600); a folder's files follow the
+    # umask, as the figures matplotlib writes do.
+    os.chmod(tmp, 0o666 & ~_umask())
     with os.fdopen(fd, mode) as f:
       f.write(data)
       f.flush()
@@ -129,21 +172,85 @@ def append_metrics(run_dir: str | os.PathLike, steps: dict, epochs: dict,
       os.fsync(f.fileno())
 
 
-def read_metrics(run_dir: str | os.PathLike) -> tuple[dict, dict]:
-  """``(steps, epochs)``: dicts of NumPy arrays (None read back as NaN)."""
+def _column(values: list) -> np.ndarray:
+  # Integer columns (step, epoch, evaluation counts) stay integers, so that a
+  # resumed run's log is written as an uninterrupted run's is.
+  if values and all(isinstance(v, int) and not isinstance(v, bool)
+                    for v in values):
+    return np.asarray(values, dtype=np.int64)
+  return np.asarray([np.nan if v is None else v for v in values],
+                    dtype=float)
+
+
+def read_metrics(run_dir: str | os.PathLike, *,
+                 rows: tuple[int, int] | None = None) -> tuple[dict, dict]:
+  """``(steps, epochs)``: dicts of NumPy arrays (None read back as NaN).
+
+  Args:
+    run_dir: the run folder.
+    rows: read only the first ``(step_rows, epoch_rows)`` rows (a
+      checkpoint's); later rows, such as those of a chunk whose checkpoint
+      was never written, are ignored.
+
+  A last line cut short by a killed process (no newline at its end) is
+  ignored; any other line that is not a JSON object raises ``ValueError``
+  naming the file and the line.
+  """
   steps: dict[str, list] = {}
   epochs: dict[str, list] = {}
   path = Path(run_dir) / METRICS
+  counts = [0, 0]
   if path.exists():
-    for line in path.read_text().splitlines():
+    text = _read_text(path)
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
       if not line.strip():
         continue
-      rec = json.loads(line)
-      target = steps if rec.pop("kind") == "step" else epochs
+      if rows is not None and counts[0] >= rows[0] and counts[1] >= rows[1]:
+        break
+      try:
+        rec = json.loads(line)
+        kind = rec.pop("kind")
+      except (ValueError, AttributeError, KeyError, TypeError) as e:
+        if i == len(lines) - 1 and not text.endswith("\n"):
+          break  # torn last line
+        raise FolderError(
+            f"{path}: line {i + 1}: expected a JSON object with a 'kind'; "
+            f"got {type(e).__name__}: the file is damaged.") from None
+      which = 0 if kind == "step" else 1
+      if rows is not None and counts[which] >= rows[which]:
+        continue
+      counts[which] += 1
+      target = steps if which == 0 else epochs
       for k, v in rec.items():
-        target.setdefault(k, []).append(np.nan if v is None else v)
-  to_np = lambda d: {k: np.asarray(v, dtype=float) for k, v in d.items()}
+        target.setdefault(k, []).append(v)
+  if rows is not None and tuple(counts) != tuple(rows):
+    raise FolderError(
+        f"{path}: expected the {rows[0]} step and {rows[1]} epoch rows that "
+        f"{CHECKPOINT} covers; got {counts[0]} and {counts[1]}: the log was "
+        f"cut or emptied. Start the run again in a new folder.")
+  to_np = lambda d: {k: _column(v) for k, v in d.items()}
   return to_np(steps), to_np(epochs)
+
+
+def _read_text(path: Path) -> str:
+  """A file's text; a one-line error naming it when it cannot be read."""
+  try:
+    return path.read_text(encoding="utf-8")
+  except UnicodeDecodeError:
+    raise FolderError(f"{path}: expected UTF-8 text; got bytes that are "
+                      f"not: the file is damaged.") from None
+  except OSError as e:
+    raise FolderError(f"{path}: cannot be read ({e.strerror}).") from None
+
+
+def _read_json(path: Path) -> Any:
+  try:
+    return json.loads(_read_text(path))
+  except json.JSONDecodeError as e:
+    raise FolderError(f"{path}: expected JSON; got a syntax error at line "
+                      f"{e.lineno}, column {e.colno} ({e.msg}): the file is "
+                      f"damaged.") from None
 
 
 def versions() -> dict[str, Any]:
@@ -212,15 +319,17 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
                      f"{METRICS}; got {str(run_dir)!r}.")
   config = {}
   if (run_dir / CONFIG).exists():
-    config = config_lib.read_yaml((run_dir / CONFIG).read_text()) or {}
+    config = _read_config(run_dir)
   summary = {}
   if (run_dir / SUMMARY).exists():
-    summary = json.loads((run_dir / SUMMARY).read_text())
+    summary = _read_json(run_dir / SUMMARY)
+    if not isinstance(summary, dict):
+      raise FolderError(f"{run_dir / SUMMARY}: expected a JSON object; got "
+                        f"{type(summary).__name__}: the file is damaged.")
   steps, epochs = read_metrics(run_dir)
   trajectory = None
   if (run_dir / TRAJECTORY).exists():
-    trajectory = np.asarray(json.loads((run_dir / TRAJECTORY).read_text()),
-                            dtype=float)
+    trajectory = _trajectory(run_dir)
   name = summary.get("name") or run_dir.name
   return RunRecord(run_dir, name, config, summary, steps, epochs, trajectory)
 
@@ -231,46 +340,139 @@ def final_loss(summary: dict) -> float:
   return math.nan if value is None else float(value)
 
 
-def load_history(run_dir: str | os.PathLike) -> history_lib.History:
-  """The history logged in a run folder, to continue it from its checkpoint."""
-  record = load_run(run_dir)
-  steps, epochs, summary = record.steps, record.epochs, record.summary
+def _read_config(run_dir: Path) -> dict:
+  path = run_dir / CONFIG
+  try:
+    data = config_lib.read_yaml(_read_text(path))
+  except FolderError:
+    raise
+  except Exception as e:  # PyYAML's errors
+    raise FolderError(f"{path}: expected the run's YAML config; got "
+                      f"{type(e).__name__}: the file is damaged.") from None
+  if data is not None and not isinstance(data, dict):
+    raise FolderError(f"{path}: expected a YAML mapping; got "
+                      f"{type(data).__name__}: the file is damaged.")
+  return data or {}
+
+
+def _trajectory(run_dir: Path) -> np.ndarray:
+  try:
+    return np.asarray(_read_json(run_dir / TRAJECTORY), dtype=float)
+  except (TypeError, ValueError) as e:
+    if isinstance(e, FolderError):
+      raise
+    raise FolderError(f"{run_dir / TRAJECTORY}: expected rows of numbers; "
+                      f"got {type(e).__name__}: the file is damaged.") from None
+
+
+def load_history(run_dir: str | os.PathLike,
+                 point: "Checkpoint | None" = None) -> history_lib.History:
+  """The history logged in a run folder, to continue it from its checkpoint.
+
+  With ``point`` (:func:`read_checkpoint`), exactly the rows it covers, and
+  its compile and run times.
+  """
+  run_dir = Path(run_dir)
+  rows = None if point is None else (point.meta["step_rows"],
+                                     point.meta["epoch_rows"])
+  steps, epochs = read_metrics(run_dir, rows=rows)
   steps.pop("step", None)
   history = history_lib.empty_history()
   if steps:
     history.steps = steps
   if epochs:
     history.epochs = epochs
-  trajectory = record.trajectory
-  if trajectory is not None and len(trajectory) > 1:
-    # The parameters of every step; the last row is the final parameters,
-    # which write_run appends.
-    history.steps["params"] = trajectory[:-1]
-  history.compile_time = summary.get("compile_time", 0.0) or 0.0
-  history.run_time = summary.get("run_time", 0.0) or 0.0
+  if (run_dir / TRAJECTORY).exists():
+    trajectory = _trajectory(run_dir)
+    n = history.num_steps
+    # The parameters of every step; the row after them is the final
+    # parameters, which write_run appends.
+    if len(trajectory) <= n and n:
+      raise FolderError(
+          f"{run_dir / TRAJECTORY}: expected more than the {n} rows of the "
+          f"steps {CHECKPOINT} covers; got {len(trajectory)}: the file was "
+          f"cut. Start the run again in a new folder.")
+    history.steps["params"] = trajectory[:n]
+  if point is not None:
+    history.compile_time = float(point.meta.get("compile_time", 0.0))
+    history.run_time = float(point.meta.get("run_time", 0.0))
+  else:
+    summary = (_read_json(run_dir / SUMMARY) if (run_dir / SUMMARY).exists()
+               else {})
+    history.compile_time = summary.get("compile_time", 0.0) or 0.0
+    history.run_time = summary.get("run_time", 0.0) or 0.0
   return history
 
 
-def read_checkpoint(run_dir: str | os.PathLike, template: loop.Carry):
-  """The carry in a run folder's checkpoint, shaped like ``template``.
+# ----------------------------------------------------------------------------
+# Checkpoints: the commit point of a chunk.
 
-  Raises ``ValueError``, ``KeyError`` or ``TypeError`` (flax's) when the
-  checkpoint does not hold a state of that shape.
+
+@dataclasses.dataclass
+class Checkpoint:
+  """A checkpoint read back: the carry's serialized state and what it covers.
+
+  ``meta``: ``step_rows`` and ``epoch_rows`` (the metric rows it covers),
+  ``compile_time`` and ``run_time``, ``config_sha256``.
   """
-  return serialization.from_bytes(
-      template, (Path(run_dir) / CHECKPOINT).read_bytes())
+  state: bytes
+  meta: dict
+
+  def restore(self, template: loop.Carry) -> loop.Carry:
+    """The carry, shaped like ``template`` (``ValueError`` and the like from
+    flax when it holds a state of another shape)."""
+    return serialization.from_bytes(template, self.state)
+
+
+def _digest(meta_json: str, state: bytes) -> str:
+  return hashlib.sha256(meta_json.encode() + b"\0" + state).hexdigest()
+
+
+def write_checkpoint(run_dir: str | os.PathLike, carry: loop.Carry,
+                     meta: dict | None = None) -> None:
+  """Writes the carry with ``meta`` and a SHA-256 checksum of both."""
+  state = serialization.to_bytes(parallel.to_host(carry))
+  meta_json = json.dumps(meta or {}, sort_keys=True)
+  blob = serialization.msgpack_serialize({
+      "format": CHECKPOINT_FORMAT, "meta": meta_json, "state": state,
+      "sha256": _digest(meta_json, state)})
+  atomic_write(Path(run_dir) / CHECKPOINT, blob)
+
+
+def read_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
+  """A run folder's checkpoint, its checksum verified.
+
+  Raises :class:`FolderError` (one line naming the file) when it is damaged
+  or was written by an older gdlab.
+  """
+  path = Path(run_dir) / CHECKPOINT
+  try:
+    blob = serialization.msgpack_restore(path.read_bytes())
+  except OSError as e:
+    raise FolderError(f"{path}: cannot be read ({e.strerror}).") from None
+  except Exception:  # msgpack's errors on damaged bytes
+    raise FolderError(f"{path}: expected a gdlab checkpoint; got bytes that "
+                      f"do not parse: the file is damaged. Start the run "
+                      f"again in a new folder.") from None
+  if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+    raise FolderError(
+        f"{path}: expected a checkpoint of format {CHECKPOINT_FORMAT!r}; got "
+        f"{blob.get('format', 'none') if isinstance(blob, dict) else 'none'}"
+        f" (written by another version of gdlab, or damaged). Start the run "
+        f"again in a new folder.")
+  state, meta_json = blob.get("state"), blob.get("meta")
+  if (not isinstance(state, bytes) or not isinstance(meta_json, str) or
+      blob.get("sha256") != _digest(meta_json, state)):
+    raise FolderError(f"{path}: the checksum does not match the contents: "
+                      f"the file is damaged. Start the run again in a new "
+                      f"folder.")
+  return Checkpoint(state, json.loads(meta_json))
 
 
 def final_params(run_dir: str | os.PathLike, template):
   """The parameters in a run's checkpoint, shaped like ``template``."""
-  state = serialization.msgpack_restore(
-      (Path(run_dir) / CHECKPOINT).read_bytes())
+  state = serialization.msgpack_restore(read_checkpoint(run_dir).state)
   return serialization.from_state_dict(template, state["params"])
-
-
-def write_checkpoint(run_dir: str | os.PathLike, carry: loop.Carry) -> None:
-  atomic_write(Path(run_dir) / CHECKPOINT,
-               serialization.to_bytes(parallel.to_host(carry)))
 
 
 def run_summary(cfg: config_lib.RunConfig, history: history_lib.History,
@@ -303,13 +505,16 @@ def write_run(run_dir: str | os.PathLike, cfg: config_lib.RunConfig,
   """Writes a run folder's config, metrics, summary and checkpoint.
 
   ``written``: the (step, epoch) rows already in ``metrics.jsonl``; the rest
-  are appended.  Without it the log is rewritten whole.
+  are appended (and the config, written before, is left alone).  Without it
+  the config and the log are rewritten whole.  The checkpoint goes last:
+  it records the rows it covers, so a process killed in between leaves a
+  folder that resumes from the previous checkpoint.
   """
   run_dir = Path(run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
-  atomic_write(run_dir / CONFIG, config_lib.dump(cfg))
   steps = {k: v for k, v in history.steps.items() if k != "params"}
   if written is None:
+    atomic_write(run_dir / CONFIG, config_lib.dump(cfg))
     write_metrics(run_dir, steps, history.epochs)
   else:
     append_metrics(run_dir, steps, history.epochs, *written)
@@ -322,4 +527,281 @@ def write_run(run_dir: str | os.PathLike, cfg: config_lib.RunConfig,
     write_json(run_dir / TRAJECTORY, traj.tolist())
   write_json(run_dir / SUMMARY, run_summary(cfg, history, extra))
   if carry is not None:
-    write_checkpoint(run_dir, carry)
+    write_checkpoint(run_dir, carry, {
+        "step_rows": history.num_steps,
+        "epoch_rows": len(history.epochs.get("epoch", ())),
+        "compile_time": history.compile_time,
+        "run_time": history.run_time,
+        "config_sha256": config_sha256(cfg)})
+
+
+# ----------------------------------------------------------------------------
+# Guarded folders: names, --out, the marker, the lock, resuming.
+
+
+def check_name(key: str, name: Any) -> str:
+  """A run, variant or experiment name that is safe as one folder name."""
+  if (not isinstance(name, str) or not _NAME.match(name) or
+      name in (".", "..") or name.startswith(".")):
+    raise config_lib.ConfigError(
+        f"{key}: expected a folder name of 1-200 {NAME_CHARS}, not starting "
+        f"with '.'; got {name!r}.")
+  return name
+
+
+def config_sha256(cfg: config_lib.RunConfig) -> str:
+  """The fingerprint of a resolved run config: SHA-256 of its YAML text."""
+  return hashlib.sha256(config_lib.dump(cfg).encode()).hexdigest()
+
+
+def data_sha256(arrays) -> str:
+  """The fingerprint of a run's data: SHA-256 of its arrays' bytes."""
+  h = hashlib.sha256()
+  for leaf in jax.tree_util.tree_leaves(arrays):
+    a = np.ascontiguousarray(parallel.to_host(leaf))
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def read_marker(folder: str | os.PathLike) -> dict | None:
+  """The folder's ``gdlab.json``, or None when it has none."""
+  path = Path(folder) / MARKER
+  if not path.is_file():
+    return None
+  marker = _read_json(path)
+  if not isinstance(marker, dict) or "kind" not in marker:
+    raise FolderError(f"{path}: expected a JSON object with a 'kind'; got "
+                      f"{type(marker).__name__}: the file is damaged.")
+  return marker
+
+
+_TEMPORARY = re.compile(r"^\.(config|metrics|summary|trajectory|checkpoint|"
+                        r"gdlab|report)\.[a-z]+\..+$")
+
+
+def contents(folder: str | os.PathLike) -> list[str]:
+  """A folder's entries, less a lock and the temporary files of writes that
+  a killed process left (:func:`clean_temporaries`)."""
+  return sorted(p.name for p in Path(folder).iterdir()
+                if p.name != LOCK and not _TEMPORARY.match(p.name))
+
+
+def _writable_ancestor(folder: Path) -> Path:
+  parent = folder
+  while not parent.exists():
+    if parent.parent == parent:
+      break
+    parent = parent.parent
+  return parent
+
+
+def check_out(folder: str | os.PathLike, kind: str, *,
+              resume: bool = False) -> None:
+  """Checks that gdlab may write a ``kind`` folder (run, experiment, sweep).
+
+  Allowed: a new folder, an empty one, or (with ``resume``) a folder of the
+  same kind that gdlab made.  Refused, with one line: a file, a folder that
+  cannot be written, a folder of the user's that is not empty, a gdlab
+  folder without ``resume`` (nothing is replaced), and with ``resume`` a
+  folder that does not exist or that gdlab did not make.  Creates nothing.
+  """
+  folder = Path(folder)
+  if folder.exists() and not folder.is_dir():
+    raise FolderError(f"--out: expected a folder; got {str(folder)!r}, "
+                      f"which is a file.")
+  base = _writable_ancestor(folder)
+  if base.exists() and not base.is_dir():
+    raise FolderError(f"--out: expected a folder; got {str(folder)!r}, "
+                      f"inside the file {str(base)!r}.")
+  if not os.access(base, os.W_OK | os.X_OK):
+    raise FolderError(f"--out: cannot write in {str(base)!r} (permission "
+                      f"denied); choose a folder you can write.")
+  contents_ = contents(folder) if folder.is_dir() else []
+  marker = read_marker(folder) if contents_ else None
+  if resume:
+    if not folder.is_dir():
+      raise FolderError(f"--resume: expected the folder of an interrupted "
+                        f"{kind}; got {str(folder)!r}, which does not exist.")
+    if marker is None:
+      raise FolderError(
+          f"--resume: expected a folder that gdlab made for a {kind} "
+          f"(holding {MARKER}); got {str(folder)!r}"
+          + (", which is empty." if not contents_ else "."))
+  elif contents_ and marker is None:
+    raise FolderError(
+        f"--out: expected a new or empty folder; got {str(folder)!r}, which "
+        f"holds {len(contents_)} entries that gdlab did not write (such as "
+        f"{contents_[0]!r}); gdlab does not write into other folders.")
+  elif marker is not None:
+    hint = (" pass --resume to continue it, or" if kind in ("run",
+            "experiment") else "")
+    raise FolderError(f"--out: {str(folder)!r} already holds a gdlab "
+                      f"{marker['kind']};{hint} choose another folder.")
+  if marker is not None and marker["kind"] != kind:
+    raise FolderError(f"--resume: expected a gdlab {kind} folder; got "
+                      f"{str(folder)!r}, which holds a {marker['kind']}.")
+
+
+@contextlib.contextmanager
+def removed_if_rejected(folder: str | os.PathLike):
+  """Removes ``folder``, new when this began, if bad input (``ValueError``,
+  ``TypeError``) stops the work before any run folder is written in it: a
+  rejected config leaves nothing behind."""
+  folder = Path(folder)
+  new = not folder.exists() or not contents(folder)
+  try:
+    yield
+  except (ValueError, TypeError):
+    if new and folder.is_dir() and not (folder / "runs").exists():
+      shutil.rmtree(folder, ignore_errors=True)
+    raise
+
+
+def create(folder: str | os.PathLike, kind: str, **fields) -> Path:
+  """Makes ``folder`` (if new) and writes its ``gdlab.json`` marker."""
+  folder = Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  write_json(folder / MARKER, {"kind": kind, "gdlab": gdlab.__version__,
+                               **fields})
+  return folder
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+@contextlib.contextmanager
+def locked(folder: str | os.PathLike):
+  """Holds ``folder/gdlab.lock`` (this process's id) for the duration.
+
+  A second writer is refused with one line naming the holder; a lock left
+  by a process that no longer runs on this host is taken over.
+  """
+  folder = Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  path = folder / LOCK
+  me = {"pid": os.getpid(), "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                   0o666 & ~_umask())
+    except FileExistsError:
+      try:
+        holder = json.loads(path.read_text())
+        pid, host = int(holder["pid"]), str(holder["host"])
+      except (OSError, ValueError, KeyError, TypeError):
+        holder, pid, host = {}, None, None
+      if pid is not None and (host != me["host"] or _pid_alive(pid)):
+        raise FolderError(
+            f"--out: {str(folder)!r} is being written by another gdlab "
+            f"process (pid {pid} on {host}, since "
+            f"{holder.get('since', '?')}); wait for it to end, or remove "
+            f"{str(path)!r} if that process is gone.") from None
+      # A stale lock (its process is gone) or a damaged one.
+      with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+      continue
+    with os.fdopen(fd, "w") as f:
+      json.dump(me, f)
+    break
+  else:  # pragma: no cover - another process took it in between
+    raise FolderError(f"--out: {str(folder)!r} is being written by another "
+                      f"gdlab process.")
+  try:
+    yield folder
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      path.unlink()
+
+
+def clean_temporaries(folder: str | os.PathLike) -> None:
+  """Removes the temporary files of writes that a killed process left."""
+  for p in Path(folder).iterdir():
+    if _TEMPORARY.match(p.name) and p.is_file():
+      p.unlink()
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def check_resume(run_dir: str | os.PathLike, cfg: config_lib.RunConfig,
+                 data_digest: str | None = None, *,
+                 allow_changes: bool = False) -> list[str]:
+  """Checks that ``cfg`` (and its data) are those the run folder started with.
+
+  Returns the keys that differ, all of :data:`SAFE_CHANGES` when
+  ``allow_changes``; raises :class:`FolderError` naming the keys that
+  differ otherwise, or when the data, the gdlab version or the folder's
+  files do not match.
+  """
+  run_dir = Path(run_dir)
+  marker = read_marker(run_dir)
+  if marker is None or marker.get("kind") != "run":
+    raise FolderError(f"--resume: expected a gdlab run folder (holding "
+                      f"{MARKER}); got {str(run_dir)!r}.")
+  if marker.get("gdlab") != gdlab.__version__:
+    raise FolderError(
+        f"--resume: {str(run_dir)!r} was written by gdlab "
+        f"{marker.get('gdlab')}; this is gdlab {gdlab.__version__}. Start "
+        f"the run again in a new folder.")
+  if not (run_dir / CONFIG).is_file():
+    raise FolderError(f"--resume: {str(run_dir / CONFIG)!r} is missing: the "
+                      f"folder is damaged.")
+  text = _read_text(run_dir / CONFIG)
+  if hashlib.sha256(text.encode()).hexdigest() != marker.get("config_sha256"):
+    raise FolderError(
+        f"--resume: {str(run_dir / CONFIG)!r} was changed after the run "
+        f"started (its fingerprint in {MARKER} differs); gdlab resumes only "
+        f"the config a run started with.")
+  old = _flat(_read_config(run_dir))
+  new = _flat(config_lib.read_yaml(config_lib.dump(cfg)))
+  changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+  unsafe = [k for k in changed if k not in SAFE_CHANGES]
+  if changed and (unsafe or not allow_changes):
+    shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})"
+                      for k in changed[:6])
+    more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+    hint = ("; --allow-changes allows only " + ", ".join(SAFE_CHANGES)
+            if unsafe else "; pass --allow-changes to allow them")
+    raise FolderError(
+        f"--resume: the config differs from the one {str(run_dir)!r} "
+        f"started with in {shown}{more}{hint}, or start a new folder.")
+  if data_digest is not None and marker.get("data_sha256") not in (
+      None, data_digest):
+    raise FolderError(
+        f"--resume: the data differ from those {str(run_dir)!r} started "
+        f"with (their fingerprints differ); resume on the same data, or "
+        f"start a new folder.")
+  return changed
+
+
+def is_gdlab_folder(folder: str | os.PathLike) -> bool:
+  """Whether ``folder`` is one that gdlab made (it holds ``gdlab.json``)."""
+  return (Path(folder) / MARKER).is_file()
+
+
+def describe(folder: str | os.PathLike) -> str:
+  """What an interrupted command left in ``folder``, in a few words."""
+  folder = Path(folder)
+  if not is_gdlab_folder(folder):
+    return f"nothing was written to {folder}"
+  checkpoints = [p for p in [folder / CHECKPOINT,
+                             *folder.glob(f"runs/*/{CHECKPOINT}")]
+                 if p.is_file()]
+  if checkpoints:
+    return f"results so far and checkpoints are in {folder}"
+  return f"{folder} holds no checkpoint yet (--resume starts it over)"

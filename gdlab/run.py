@@ -7,27 +7,39 @@ each variant of an :class:`~gdlab.config.ExperimentConfig` into
 (``seed_sweep: true``), then the experiment's analysis, and writes a
 comparison report.  The same functions back the ``gdlab`` command.
 
-Interruptions.  While a run is going, SIGTERM is turned into
-``KeyboardInterrupt``; the loop stops at the end of the chunk in progress
-and the folder keeps every metric logged so far and a checkpoint.
-``resume=True`` continues from that checkpoint, to the same final numbers an
-uninterrupted run gives.
+Interruptions.  SIGINT (Ctrl-C) and SIGTERM are acted on at safe points
+(:mod:`gdlab.interrupts`): the loop stops at the end of the chunk in
+progress, never inside a compilation, and the folder keeps every metric
+logged so far and a checkpoint; a second signal stops at once, leaving the
+folder as of its last checkpoint.  ``resume=True`` continues from that
+checkpoint, to the same final numbers an uninterrupted run gives, and is
+refused when the config or the data differ from those the run started with
+(``allow_changes`` admits the changes of
+:data:`gdlab.results.SAFE_CHANGES`).
+
+Folders.  A run, experiment or sweep writes only into a new or empty folder,
+or (resuming) one it made, which its ``gdlab.json`` identifies; one process
+at a time (``gdlab.lock``).  Everything that can be checked is checked before
+the first folder is made, so a rejected config leaves nothing behind.
 """
+
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
-import signal
+import shutil
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
 from gdlab import analyses
 from gdlab import build
 from gdlab import config as config_lib
 from gdlab import distributed
+from gdlab import interrupts
 from gdlab import loop
 from gdlab import parallel
 from gdlab import report
@@ -38,51 +50,47 @@ from gdlab import sweep
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-  """Turns SIGTERM into KeyboardInterrupt for the duration (main thread)."""
-  def handler(signum, frame):
-    del signum, frame
-    raise KeyboardInterrupt
-  try:
-    previous = signal.signal(signal.SIGTERM, handler)
-  except ValueError:  # not the main thread
-    yield
-    return
-  try:
-    yield
-  finally:
-    signal.signal(signal.SIGTERM, previous)
-
-
 def _resume_point(run_dir: Path, p: build.Problem, key):
-  """``(carry, history)`` from a run folder's checkpoint and log."""
+  """``(carry, history)`` from a run folder's checkpoint and log, or
+  ``(None, None)`` when it has no checkpoint yet (the run starts over)."""
+  results.clean_temporaries(run_dir)
   if not (run_dir / results.CHECKPOINT).exists():
-    raise config_lib.ConfigError(
-        f"--resume: no checkpoint in {str(run_dir)!r} to resume from.")
+    return None, None
+  point = results.read_checkpoint(run_dir)
   template = loop.initial_carry(p.objective, p.optimizer, key)
   try:
-    carry = results.read_checkpoint(run_dir, template)
+    carry = point.restore(template)
   except (ValueError, KeyError, TypeError) as e:
-    raise config_lib.ConfigError(
-        f"--resume: the checkpoint in {str(run_dir)!r} does not hold this "
-        f"run's state (written by another version of gdlab, or for "
-        f"another model or optimizer): {e}. Start the run again in a new "
-        f"folder.") from e
-  return carry, results.load_history(run_dir)
+    raise results.FolderError(
+        f"--resume: {str(run_dir / results.CHECKPOINT)!r} does not hold this "
+        f"run's state (another model or optimizer): "
+        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}. Start "
+        f"the run again in a new folder.") from None
+  history = results.load_history(run_dir, point)
+  if int(loop.to_host(carry.step)) != history.num_steps:
+    raise results.FolderError(
+        f"--resume: {str(run_dir / results.CHECKPOINT)!r} holds step "
+        f"{int(loop.to_host(carry.step))} but covers "
+        f"{history.num_steps} logged steps: the folder is damaged.")
+  return carry, history
 
 
 def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
         smoke: bool = False, resume: bool = False,
-        progress: bool | None = None, plots: bool = True) -> loop.FitResult:
+        allow_changes: bool = False, progress: bool | None = None,
+        plots: bool = True) -> loop.FitResult:
   """Trains one run config and writes its folder ``out_dir``.
 
   Args:
     cfg: the run's configuration.
-    out_dir: the run folder (created).
+    out_dir: the run folder: new or empty (``resume``: one this function
+      wrote).
     smoke: shrink the data set (the config's ``smoke`` overrides are applied
       by :func:`gdlab.config.resolve_runs`).
-    resume: continue from the folder's checkpoint.
+    resume: continue from the folder's checkpoint (or start over when it has
+      none yet); refused when ``cfg`` or the data differ from the run's.
+    allow_changes: with ``resume``, accept changes to the keys of
+      :data:`gdlab.results.SAFE_CHANGES` (more epochs, say).
     progress: show a progress line.
     plots: write the run's plots and ``report.md``.
 
@@ -92,58 +100,79 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
     last chunk).
   """
   run_dir = Path(out_dir)
+  writer = distributed.is_writer()
+  if writer:
+    results.check_out(run_dir, "run", resume=resume)
+  with interrupts.deferred():
+    return _run(cfg, run_dir, writer=writer, smoke=smoke, resume=resume,
+                allow_changes=allow_changes, progress=progress, plots=plots)
+
+
+def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
+         progress, plots) -> loop.FitResult:
   p = build.problem(cfg, smoke)
   key = jax.random.PRNGKey(cfg.seed)
-  writer = distributed.is_writer()
   mesh = (parallel.data_mesh(cfg.train.devices)
           if cfg.train.devices is not None or jax.process_count() > 1
           else None)
-
-  carry = history = None
-  if resume:
-    carry, history = _resume_point(run_dir, p, key)
-    if stopping.reason_name(carry.stop.reason) != "running":
-      history.stop_reason = stopping.reason_name(carry.stop.reason)
-      return loop.FitResult(carry.params, carry.opt_state, history,
-                            history.stop_reason, carry)
-  elif writer and (run_dir / results.SUMMARY).exists():
-    raise config_lib.ConfigError(
-        f"--out: {str(run_dir)!r} already holds a run; choose another "
-        f"folder, or pass --resume to continue it.")
-
-  if writer:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results.atomic_write(run_dir / results.CONFIG, config_lib.dump(cfg))
-    if history is None:
-      results.write_metrics(run_dir, {}, {})
-    else:
-      results.write_run(run_dir, cfg, history, carry)
-  written = [history.num_steps if history else 0,
-             len(history.epochs["epoch"]) if history else 0]
-
-  def on_chunk(c, h):
+  digest = results.data_sha256(p.data)
+  changed = []
+  if resume and writer:
+    changed = results.check_resume(run_dir, cfg, digest,
+                                   allow_changes=allow_changes)
+  interrupts.check()
+  with (results.locked(run_dir) if writer else contextlib.nullcontext()):
+    carry = history = None
+    if resume:
+      carry, history = _resume_point(run_dir, p, key)
+    if carry is not None and changed and stopping.reason_name(
+        carry.stop.reason) in stopping.BUDGETS:
+      # A larger budget: a run that stopped on its budget goes on (and stops
+      # at once, at the next check, if the new budget is spent too).
+      carry = carry._replace(stop=carry.stop._replace(
+          reason=jnp.zeros_like(carry.stop.reason)))
     if writer:
-      results.write_run(run_dir, cfg, h, c, written=tuple(written))
-    written[:] = [h.num_steps, len(h.epochs["epoch"])]
+      results.create(run_dir, "run", name=cfg.name,
+                     config_sha256=results.config_sha256(cfg),
+                     data_sha256=digest)
+      if history is None:
+        results.atomic_write(run_dir / results.CONFIG, config_lib.dump(cfg))
+        results.write_metrics(run_dir, {}, {})
+      else:
+        results.write_run(run_dir, cfg, history, carry)
+    written = [history.num_steps if history else 0,
+               len(history.epochs["epoch"]) if history else 0]
 
-  with sigterm_as_interrupt():
-    result = loop.fit(p.objective, p.optimizer, p.data, key=key,
-                      regime=p.regime, criteria=p.criteria,
-                      engine=cfg.train.engine,
-                      chunk_epochs=cfg.train.chunk_epochs, carry=carry,
-                      history=history, on_chunk=on_chunk, progress=progress,
-                      record_params=p.record_params, mesh=mesh,
-                      eval_every=cfg.train.eval_every,
-                      step_metrics=cfg.train.step_metrics)
-  if not writer:
-    return result
-  results.write_run(run_dir, cfg, result.history, result.carry,
-                    extra={"processes": jax.process_count(),
-                           "devices": int(mesh.size) if mesh is not None
-                           else 1})
-  if plots:
-    report.run_report(run_dir,
-                      function=p.dataset if p.record_params else None)
+    def on_chunk(c, h):
+      if writer:
+        results.write_run(run_dir, cfg, h, c, written=tuple(written))
+      written[:] = [h.num_steps, len(h.epochs["epoch"])]
+
+    if carry is not None and stopping.reason_name(
+        carry.stop.reason) != "running":
+      # The run had ended; only its last files may be missing.
+      history.stop_reason = stopping.reason_name(carry.stop.reason)
+      result = loop.FitResult(carry.params, carry.opt_state, history,
+                              history.stop_reason, carry)
+    else:
+      result = loop.fit(p.objective, p.optimizer, p.data, key=key,
+                        regime=p.regime, criteria=p.criteria,
+                        engine=cfg.train.engine,
+                        chunk_epochs=cfg.train.chunk_epochs, carry=carry,
+                        history=history, on_chunk=on_chunk,
+                        progress=progress, record_params=p.record_params,
+                        mesh=mesh, eval_every=cfg.train.eval_every,
+                        step_metrics=cfg.train.step_metrics)
+    if not writer:
+      return result
+    results.write_run(run_dir, cfg, result.history, result.carry,
+                      extra={"processes": jax.process_count(),
+                             "devices": int(mesh.size) if mesh is not None
+                             else 1})
+    if plots:
+      interrupts.check()
+      report.run_report(run_dir,
+                        function=p.dataset if p.record_params else None)
   return result
 
 
@@ -169,11 +198,6 @@ def find(name_or_path: str) -> Path:
       f"experiments: {', '.join(experiment_names())}.")
 
 
-def _finished(run_dir: Path) -> bool:
-  return (run_dir / results.SUMMARY).exists() and results.load_run(
-      run_dir).summary.get("stop_reason") not in ("interrupted", "running")
-
-
 def run_seed_sweeps(exp: config_lib.ExperimentConfig, out: Path,
                     runs: list[config_lib.RunConfig], *, smoke: bool = False,
                     resume: bool = False) -> list[Path]:
@@ -182,13 +206,18 @@ def run_seed_sweeps(exp: config_lib.ExperimentConfig, out: Path,
   Each variant's resolved config (smoke and ``--set`` overrides applied) is
   the base of one sweep over the seeds, into ``out/seeds/<variant>/``, whose
   runs are named ``<variant>[seed=<s>]``.  With ``resume``, a variant whose
-  sweep finished (its ``sweep.json`` written) is not run again.
+  sweep finished (its ``sweep.json`` written) is not run again, and one
+  that was interrupted (a sweep is not resumable) runs again from the start.
   """
   seeds = config_lib.seed_sweep_seeds(exp, smoke)
   dirs = []
   for cfg in runs:
+    interrupts.check()
     sub = out / results.SEEDS / cfg.name
     if not (resume and (sub / "sweep.json").exists()):
+      if resume and sub.is_dir() and (results.read_marker(sub) or {}).get(
+          "kind") == "sweep":
+        shutil.rmtree(sub)
       sweep.run_sweep(dataclasses.replace(exp, base=cfg, variants={},
                                           smoke={}),
                       sub, grid={"seed": seeds}, smoke=smoke, report=False)
@@ -199,6 +228,7 @@ def run_seed_sweeps(exp: config_lib.ExperimentConfig, out: Path,
 def run_experiment(exp: config_lib.ExperimentConfig,
                    out_dir: str | os.PathLike, *, smoke: bool = False,
                    sets: dict | None = None, resume: bool = False,
+                   allow_changes: bool = False,
                    progress: bool | None = None) -> Path:
   """Runs every variant of ``exp``, its seed sweeps, its analysis and report.
 
@@ -208,34 +238,69 @@ def run_experiment(exp: config_lib.ExperimentConfig,
   ``exp.analysis`` reads those folders, and ``report.md`` compares the
   variants.  An interrupted run leaves the report of the runs so far (no
   seed sweeps, no analysis) and raises ``KeyboardInterrupt``.
+
+  ``out_dir`` must be new or empty; with ``resume``, a folder this function
+  wrote, whose runs continue from their checkpoints (a finished run only
+  gets its files and figures written again; each is refused if its config
+  differs; see :func:`run`).  The configs, the
+  variant names and the analysis are checked before anything is written.
   """
   out = Path(out_dir)
   writer = distributed.is_writer()
-  if writer:
-    out.mkdir(parents=True, exist_ok=True)
   runs = config_lib.resolve_runs(exp, smoke=smoke, sets=sets)
+  for cfg in runs:
+    results.check_name("variants", cfg.name)
+  analyses.check(exp)
+  if writer:
+    results.check_out(out, "experiment", resume=resume)
+    if resume:
+      # Every variant's config against its folder's, before any trains.
+      for cfg in runs:
+        run_dir = out / "runs" / cfg.name
+        if results.read_marker(run_dir) is not None:
+          results.check_resume(run_dir, cfg, allow_changes=allow_changes)
+  interrupts.check()  # a signal during the checks: nothing is written
+  with contextlib.ExitStack() as stack:
+    if writer:
+      stack.enter_context(results.removed_if_rejected(out))
+      results.create(out, "experiment", name=exp.name)
+      stack.enter_context(results.locked(out))
+    stack.enter_context(interrupts.deferred())
+    return _run_experiment(exp, out, runs, writer=writer, smoke=smoke,
+                           resume=resume, allow_changes=allow_changes,
+                           progress=progress)
+
+
+def _run_experiment(exp, out: Path, runs, *, writer, smoke, resume,
+                    allow_changes, progress) -> Path:
   run_dirs = []
   interrupted = False
   for cfg in runs:
     run_dir = out / "runs" / cfg.name
     run_dirs.append(run_dir)
-    if resume and _finished(run_dir):
-      continue
+    try:
+      interrupts.check()
+    except KeyboardInterrupt:
+      interrupted = True
+      break
     result = run(cfg, run_dir, smoke=smoke, resume=resume and (
-        run_dir / results.CHECKPOINT).exists(), progress=progress)
+        results.read_marker(run_dir) is not None),
+                 allow_changes=allow_changes, progress=progress)
     if result.stop_reason == "interrupted":
       interrupted = True
       break
   if not writer:
     if interrupted:
-      raise KeyboardInterrupt
+      raise interrupts.Interrupted(interrupts.last_signal() or 2)
     return out
   sections = []
   if not interrupted:
     if exp.seed_sweep:
       run_seed_sweeps(exp, out, runs, smoke=smoke, resume=resume)
+    interrupts.check()
     sections = analyses.run(exp, out, run_dirs, smoke=smoke)
-  report.compare(run_dirs, out, title=exp.name, extra_sections=sections)
+  report.compare([d for d in run_dirs if (d / results.SUMMARY).exists()],
+                 out, title=exp.name, extra_sections=sections)
   if interrupted:
-    raise KeyboardInterrupt
+    raise interrupts.Interrupted(interrupts.last_signal() or 2)
   return out

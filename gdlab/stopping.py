@@ -46,6 +46,8 @@ REASONS = ("running", "max_steps", "max_epochs", "max_grad_evals", "loss_tol",
            "rel_tol", "param_tol", "grad_tol", "diverged")
 RUNNING = 0
 CODES = {name: i for i, name in enumerate(REASONS)}
+# The reasons that a larger budget undoes (a resumed run goes on).
+BUDGETS = ("max_steps", "max_epochs", "max_grad_evals")
 
 
 def reason_name(code) -> str:

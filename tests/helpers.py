@@ -219,3 +219,21 @@ def run_eager(opt, grad_fn, x0, num_steps: int):
     x = optax.apply_updates(x, updates)
     xs.append(x)
   return state, xs
+
+
+# ----------------------------------------------------------------------------
+# Run folders compared across processes.
+
+# What differs between two runs of the same config: how long things took.
+TIMING_FIELDS = frozenset({"time", "compile_time", "run_time",
+                           "steps_per_second"})
+
+
+def without_timing(obj):
+  """A JSON value with every timing field (:data:`TIMING_FIELDS`) removed."""
+  if isinstance(obj, dict):
+    return {k: without_timing(v) for k, v in obj.items()
+            if k not in TIMING_FIELDS}
+  if isinstance(obj, list):
+    return [without_timing(v) for v in obj]
+  return obj

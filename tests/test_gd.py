@@ -252,6 +252,23 @@ def test_count_schedules_textbook_values():
       [0.0, 0.3, 1.0, 1.0], atol=1e-12)
 
 
+@pytest.mark.parametrize("args", [(0.0, 1.0, 10, 50, 0.0, 1.0),
+                                  (0.1, 0.5, 0, 30, 0.01, 2.0),
+                                  (0.2, 0.5, 5, 6, 0.1, 1.0)])
+def test_warmup_cosine_matches_optax_and_takes_a_traced_peak(args):
+  counts = np.arange(70)
+  np.testing.assert_allclose(
+      _at(schedules.warmup_cosine_decay(*args), *counts),
+      _at(optax.warmup_cosine_decay_schedule(*args), *counts), atol=1e-12)
+  # The peak as a program input (a sweep's learning rate): no Python test
+  # on its value.
+  at = jax.jit(lambda peak, k: schedules.warmup_cosine_decay(
+      args[0], peak, *args[2:])(k))
+  np.testing.assert_allclose(
+      at(args[1], 7), optax.warmup_cosine_decay_schedule(*args)(7),
+      atol=1e-12)
+
+
 def test_square_summable_sums():
   """sum a/(b+k) diverges like a log N while sum (a/(b+k))^2 converges."""
   a, b = 2.0, 3.0

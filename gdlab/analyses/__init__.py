@@ -41,16 +41,27 @@ from gdlab.analyses import surface  # pylint: disable=unused-import
 from gdlab.analyses.common import ANALYSES, register, run_config
 
 
+def check(exp: config_lib.ExperimentConfig) -> None:
+  """Checks the experiment's analysis before any run trains.
+
+  Raises:
+    ConfigError: when ``exp.analysis`` is not ``None`` and not the name of a
+      registered analysis; the message lists them.
+  """
+  if exp.analysis is not None and exp.analysis not in ANALYSES:
+    raise config_lib.ConfigError(
+        f"analysis: expected one of "
+        f"{', '.join(repr(a) for a in sorted(ANALYSES))} or null; got "
+        f"{config_lib.short(exp.analysis)}.")
+
+
 def run(exp: config_lib.ExperimentConfig, out: Path, run_dirs: list[Path],
         smoke: bool = False) -> list[report.Section]:
   """Runs the experiment's analysis; no analysis gives no sections."""
+  check(exp)
   if exp.analysis is None:
     return []
-  if exp.analysis not in ANALYSES:
-    raise config_lib.ConfigError(
-        f"analysis: expected one of {', '.join(sorted(ANALYSES))} or null; "
-        f"got {exp.analysis!r}.")
   return ANALYSES[exp.analysis](exp, out, run_dirs, smoke=smoke)
 
 
-__all__ = ["ANALYSES", "register", "run", "run_config"]
+__all__ = ["ANALYSES", "check", "register", "run", "run_config"]

@@ -3,7 +3,9 @@
 Every data set is a :class:`Dataset` (train and test arrays plus static
 metadata) built from an explicit seed; see :mod:`gdlab.data.dataset` for the
 label conventions, :func:`load` and :func:`names` for the registry, and
-:func:`epoch_batches` for minibatch indices.
+:func:`epoch_batches` for minibatch indices. Data are checked where they
+enter, on the host (:mod:`gdlab.data.validation`): a ``Dataset`` when it is
+constructed, and ``gdlab.fit``'s arrays when it is called.
 """
 
 from gdlab.data.batching import epoch_batches

@@ -25,6 +25,13 @@ Contract:
   ``"multiclass"``.
 * Floats use JAX's default float dtype: ``float32``, or ``float64`` when
   ``jax_enable_x64`` is on.
+* Constructing a ``Dataset`` checks it on the host with NumPy (:func:`check`,
+  nothing compiles): a non-empty training part, one label row per record, a
+  test part absent or non-empty with records shaped like the training ones,
+  labels that fit ``task`` (class indices in ``[0, n_classes)``; binary labels
+  in ``{0, 1}`` or ``{-1, +1}`` as ``labels`` says), and no NaN or inf unless
+  ``check_finite=False``. Each failure raises a one-line ``ValueError`` naming
+  the array.
 * Randomness comes from ``seed``, which is either a Python ``int`` (turned into
   ``jax.random.key(seed)``) or a ``jax.random`` key, so a run's key can be
   split and one part handed to its data. Data sets are sampled once, before
@@ -49,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gdlab import _checks
+from gdlab.data import validation
 
 TASKS = ("regression", "binary", "multiclass")
 BINARY_LABELS = ("01", "pm1")
@@ -58,7 +66,6 @@ def _static(**kwargs):
   return dataclasses.field(metadata=dict(static=True), **kwargs)
 
 
-@jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   """A train/test split with its metadata.
@@ -78,6 +85,13 @@ class Dataset:
     stats: for standardised sets, the training-set statistics used
       (``{"x_mean", "x_std"}``, plus ``{"y_mean", "y_std"}`` when targets were
       standardised); else ``None``.
+    check_finite: at construction, reject NaN and inf in the four arrays
+      (``False`` lets them through; not stored).
+
+  Construction checks the set on the host (:func:`check`) and raises
+  ``ValueError`` for an empty training part, labels that do not match the
+  records or the ``task``, or non-finite values. A set that JAX rebuilds from
+  its leaves (``jit``, ``tree_map``, ``device_put``) is not checked again.
   """
   x_train: jax.Array
   y_train: jax.Array
@@ -89,6 +103,10 @@ class Dataset:
   labels: str | None = _static(default=None)
   truth: dict[str, jax.Array] | None = None
   stats: dict[str, jax.Array] | None = None
+  check_finite: dataclasses.InitVar[bool] = True
+
+  def __post_init__(self, check_finite: bool):
+    check(self, check_finite=check_finite)
 
   @property
   def n_train(self) -> int:
@@ -109,6 +127,73 @@ class Dataset:
     if self.task == "multiclass":
       return self.n_classes
     return self.y_train.shape[1]
+
+
+_LEAVES = tuple(f.name for f in dataclasses.fields(Dataset)
+                if not f.metadata.get("static"))
+_STATIC = tuple(f.name for f in dataclasses.fields(Dataset)
+                if f.metadata.get("static"))
+
+
+def _flatten(ds: Dataset):
+  return ([(jax.tree_util.GetAttrKey(f), getattr(ds, f)) for f in _LEAVES],
+          tuple(getattr(ds, f) for f in _STATIC))
+
+
+def _unflatten(static, leaves) -> Dataset:
+  # Not through __init__: JAX rebuilds a set from tracers and placeholders,
+  # which cannot be checked, and the set it came from was checked.
+  ds = object.__new__(Dataset)
+  for f, v in zip(_STATIC + _LEAVES, (*static, *leaves)):
+    object.__setattr__(ds, f, v)
+  return ds
+
+
+jax.tree_util.register_pytree_with_keys(Dataset, _flatten, _unflatten)
+
+
+def check(ds: Dataset, *, check_finite: bool = True) -> None:
+  """Checks a data set on the host (NumPy); what construction runs.
+
+  The arrays as :func:`gdlab.data.validation.check_arrays` checks them; the
+  metadata (``task``, ``n_classes``, ``labels``); and the labels' values
+  against the task: class indices in ``[0, n_classes)`` for a multiclass
+  set, ``{0, 1}`` or ``{-1, +1}`` (as ``labels`` says) for a binary one.
+
+  Raises:
+    ValueError: naming the field or array that fails.
+  """
+  _checks.check_choice("task", ds.task, TASKS)
+  if ds.task == "binary":
+    _checks.check_choice("labels", ds.labels, BINARY_LABELS)
+  elif ds.labels is not None:
+    raise ValueError(f"labels: expected None for a {ds.task!r} data set (only "
+                     f"binary sets have 01/pm1 labels); got {ds.labels!r}.")
+  if ds.task == "multiclass":
+    _checks.check_positive_int("n_classes", ds.n_classes, minimum=2)
+  validation.check_arrays(ds.x_train, ds.y_train, ds.x_test, ds.y_test,
+                          check_finite=check_finite)
+  for part in ("train", "test"):
+    y = getattr(ds, f"y_{part}")
+    if y is not None:
+      _check_task_labels(ds, f"y_{part}", y)
+
+
+def _check_task_labels(ds: Dataset, name: str, y) -> None:
+  if ds.task == "multiclass":
+    if not np.issubdtype(y.dtype, np.integer):
+      raise TypeError(f"{name}: expected integer class indices for a "
+                      f"'multiclass' data set; got dtype {y.dtype}.")
+    validation.check_values_in(
+        name, y, None, interval=(0, ds.n_classes - 1),
+        expected=f"class indices in [0, {ds.n_classes}) (n_classes = "
+        f"{ds.n_classes})")
+  elif ds.task == "binary":
+    allowed, shown = {"01": ((0, 1), "{0, 1}"),
+                      "pm1": ((-1, 1), "{-1, +1}")}[ds.labels]
+    validation.check_values_in(
+        name, y, allowed,
+        expected=f"labels in {shown} (labels={ds.labels!r})")
 
 
 def float_dtype() -> np.dtype:
@@ -204,18 +289,23 @@ def build(
     labels: str | None = None,
     truth: dict[str, Any] | None = None,
     stratify: bool = True,
+    check_finite: bool = True,
 ) -> Dataset:
   """Splits ``(x, y)`` into train and test and packs a :class:`Dataset`.
 
   ``gen`` draws the permutation that decides which records go to the test
   part. ``y`` comes in the canonical form of the task (``{0, 1}`` floats for a
   binary set); ``labels="pm1"`` maps it to ``{-1, +1}`` here.
+  ``check_finite`` goes to the :class:`Dataset`.
   """
   _checks.check_choice("task", task, TASKS)
   check_test_fraction(test_fraction)
   if task == "binary":
     labels = _checks.check_choice("labels", labels or "01", BINARY_LABELS)
   n = x.shape[0]
+  if n < 2:
+    raise ValueError(f"x: expected at least 2 records to split into a "
+                     f"training and a test part; got {n}.")
   n_test = int(np.clip(round(n * test_fraction), 1, n - 1))
   strata = (np.asarray(y).reshape(n, -1)[:, 0]
             if stratify and task != "regression" else np.zeros(n))
@@ -229,17 +319,18 @@ def build(
     if labels == "pm1":
       y = to_pm1(y)
   return Dataset(
-      x_train=jnp.asarray(x[train]), y_train=jnp.asarray(y[train]),
-      x_test=jnp.asarray(x[test]), y_test=jnp.asarray(y[test]),
+      x_train=jax.device_put(x[train]), y_train=jax.device_put(y[train]),
+      x_test=jax.device_put(x[test]), y_test=jax.device_put(y[test]),
       name=name, task=task, n_classes=n_classes,
       labels=labels if task == "binary" else None,
       truth=None if truth is None else jax.tree_util.tree_map(_to_device,
-                                                              truth))
+                                                              truth),
+      check_finite=check_finite)
 
 
 def _to_device(a: Any) -> jax.Array:
   a = np.asarray(a)
-  return jnp.asarray(a, float_dtype() if a.dtype.kind == "f" else None)
+  return jax.device_put(a.astype(float_dtype()) if a.dtype.kind == "f" else a)
 
 
 def standardize(ds: Dataset, *, features: bool = True,
@@ -273,7 +364,10 @@ def standardize(ds: Dataset, *, features: bool = True,
     stats.update({f"{part}_mean": mean, f"{part}_std": std})
     changes.update({f"{part}_train": train, f"{part}_test": test})
   stats = {**(ds.stats or {}), **stats}
-  return dataclasses.replace(ds, stats=stats or None, **changes)
+  # Finite in, finite out: the values were checked (or let through) when
+  # ``ds`` was built.
+  return dataclasses.replace(ds, stats=stats or None, check_finite=False,
+                             **changes)
 
 
 @jax.jit

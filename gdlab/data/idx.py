@@ -18,11 +18,12 @@ import os
 import struct
 from typing import Any
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 
 from gdlab import _checks
 from gdlab.data import dataset
+from gdlab.data import validation
 from gdlab.data.dataset import Dataset
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -118,6 +119,7 @@ def load_mnist_idx(
     flatten: bool = True,
     standardize: bool = False,
     name: str = "mnist",
+    check_finite: bool = True,
 ) -> Dataset:
   """Builds a multiclass :class:`~gdlab.data.Dataset` from MNIST IDX files.
 
@@ -127,6 +129,11 @@ def load_mnist_idx(
   pixels are scaled by the largest value of their type (``/ 255`` for uint8),
   so inputs lie in ``[0, 1]``; ``standardize=True`` then standardises every
   pixel with training-set statistics.
+
+  Each file is checked as it is read, on the host: at least one image, one
+  label per image in ``[0, n_classes)``, and (float IDX files) no NaN or inf
+  pixels unless ``check_finite=False``; a failure raises ``ValueError``
+  naming the argument and the file.
 
   Args:
     images_path: IDX file of images, shape ``(n, rows, cols)``.
@@ -141,6 +148,7 @@ def load_mnist_idx(
       ``(n, rows, cols)``.
     standardize: standardise pixels with training-set statistics.
     name: name stored in the data set.
+    check_finite: reject images with NaN or inf pixels.
 
   Returns:
     A multiclass set with ``int32`` labels of shape ``(n,)``.
@@ -153,9 +161,17 @@ def load_mnist_idx(
   if test_images_path is not None:
     parts.append((test_images_path, test_labels_path))
   xs, ys = [], []
-  for arg, (images_file, labels_file) in zip(
+  for images_arg, arg, (images_file, labels_file) in zip(
+      ("images_path", "test_images_path"),
       ("labels_path", "test_labels_path"), parts):
     x, y = load_idx(images_file), load_idx(labels_file)
+    if x.ndim == 0 or x.shape[0] == 0:
+      raise ValueError(f"{images_arg}: expected at least one image in "
+                       f"{os.fspath(images_file)!r}; got shape {x.shape}.")
+    if check_finite:
+      validation.require_finite(
+          images_arg, x, hint=f"Clean {os.fspath(images_file)!r}, or pass "
+          f"check_finite=False.")
     if y.ndim != 1 or x.shape[0] != y.shape[0]:
       raise ValueError(
           f"{arg}: expected one label per image, shape ({x.shape[0]},) for "
@@ -172,12 +188,15 @@ def load_mnist_idx(
   if len(parts) == 1:
     ds = dataset.build(dataset.rng(seed), xs[0], ys[0], name=name,
                        task="multiclass", n_classes=n_classes,
-                       test_fraction=test_fraction)
+                       test_fraction=test_fraction,
+                       check_finite=check_finite)
   else:
-    x_train, x_test = (jnp.asarray(x, dataset.float_dtype()) for x in xs)
-    ds = Dataset(x_train=x_train, y_train=jnp.asarray(ys[0]), x_test=x_test,
-                 y_test=jnp.asarray(ys[1]), name=name, task="multiclass",
-                 n_classes=n_classes)
+    x_train, x_test = (jax.device_put(np.asarray(x, dataset.float_dtype()))
+                       for x in xs)
+    ds = Dataset(x_train=x_train, y_train=jax.device_put(ys[0]),
+                 x_test=x_test, y_test=jax.device_put(ys[1]),
+                 name=name, task="multiclass",
+                 n_classes=n_classes, check_finite=check_finite)
   if standardize:
     ds = dataset.standardize(ds)
   return ds

@@ -6,6 +6,11 @@ Every optimizer here is an ``optax.GradientTransformation`` (or
 loop.  Each keeps a NamedTuple state with ``count``, ``step_size``,
 ``num_fun_evals`` and ``num_grad_evals``; line searches add
 ``conditions_met``.
+
+``gdlab.optim.gd`` and ``gdlab.optim.subgradient`` are the optimizers that
+configs name (``optimizer.name: gd``), :func:`gradient_descent` and
+:func:`subgradient_descent`, not the modules of the same names; reach a
+module by its full name (``from gdlab.optim.gd import GradientDescentState``).
 """
 
 from gdlab.optim.gd import GradientDescentState
@@ -34,6 +39,12 @@ from gdlab.optim.subgradient import best_params
 from gdlab.optim.subgradient import best_value
 from gdlab.optim.subgradient import subgradient_descent
 
+# The config names.  Bound after every import above: importing a submodule
+# binds its name here only when it is first loaded, which has happened, so
+# a later `import gdlab.optim.gd` leaves these as they are.
+gd = gradient_descent
+subgradient = subgradient_descent
+
 __all__ = [
     "GradientDescentState",
     "HeavyBallState",
@@ -48,6 +59,7 @@ __all__ = [
     "cosine_decay",
     "exact_linesearch",
     "exponential_decay",
+    "gd",
     "gradient_descent",
     "heavy_ball",
     "linear_warmup",
@@ -57,6 +69,7 @@ __all__ = [
     "square_summable",
     "steepest_descent",
     "step_decay",
+    "subgradient",
     "subgradient_descent",
     "warmup_cosine_decay",
     "wolfe_linesearch",

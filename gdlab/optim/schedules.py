@@ -215,9 +215,27 @@ def warmup_cosine_decay(
   check_positive_int("decay_steps", decay_steps, minimum=warmup_steps + 1)
   check_number("end_value", end_value, low=0, low_inclusive=True)
   check_number("exponent", exponent, low=0)
-  return optax.warmup_cosine_decay_schedule(init_value, peak_value,
-                                            warmup_steps, decay_steps,
-                                            end_value, exponent)
+  # optax.warmup_cosine_decay_schedule, operation for operation, without
+  # its Python test on peak_value, so that the step size can be a program
+  # input (gdlab.optim.hyperparams).
+  cosine_steps = decay_steps - warmup_steps
+
+  def schedule(count):
+    count = jnp.asarray(count)
+    if warmup_steps:
+      frac = 1 - jnp.clip(count, 0, warmup_steps) / warmup_steps
+      warm = (init_value - peak_value) * frac + peak_value
+    else:
+      warm = peak_value
+    alpha = jnp.where(peak_value == 0.0, 0.0,
+                      end_value / jnp.where(peak_value == 0.0, 1.0,
+                                            peak_value))
+    k = jnp.minimum(jnp.maximum(count - warmup_steps, 0), cosine_steps)
+    cos = 0.5 * (1 + jnp.cos(jnp.pi * k / cosine_steps))
+    decayed = peak_value * ((1 - alpha) * cos ** exponent + alpha)
+    return jnp.where(count < warmup_steps, warm, decayed)
+
+  return schedule
 
 
 def linear_warmup(

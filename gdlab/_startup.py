@@ -1,0 +1,31 @@
+"""The ``gdlab`` command's first moments: signals before the imports.
+
+Importing gdlab (JAX, optax, flax) takes seconds.  When the process is the
+``gdlab`` command, SIGINT and SIGTERM in that time end it with one line and
+exit status ``128 + signal`` -- nothing has been written yet -- instead of a
+traceback or a silent kill.  ``gdlab.cli.main`` takes over with
+:mod:`gdlab.interrupts` as soon as it starts.  Library users are not
+affected: this runs only for the command (``gdlab``, ``python -m gdlab.cli``).
+"""
+
+import os
+import signal
+import sys
+
+
+def _handler(signum, frame):
+  del frame
+  os.write(2, b"\ngdlab: interrupted while starting; nothing was written\n")
+  os._exit(128 + signum)  # pylint: disable=protected-access
+
+
+def is_command() -> bool:
+  """Whether this process is the gdlab command, still importing it."""
+  argv0 = sys.argv[0] if sys.argv else ""
+  # `python -m gdlab.cli` imports the package while argv[0] is still "-m".
+  return os.path.basename(argv0) == "gdlab" or argv0 == "-m"
+
+
+def install() -> None:
+  for s in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, _handler)
