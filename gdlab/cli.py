@@ -482,6 +482,14 @@ def _main(argv: Sequence[str] | None) -> int:
       raise
     print(f"gdlab {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:
+    # A file or folder that cannot be read or written: one line naming it.
+    if os.environ.get("GDLAB_DEBUG"):
+      raise
+    where = f"{e.filename!r}: " if e.filename else ""
+    print(f"gdlab {args.command}: error: {where}{e.strerror or e}.",
+          file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

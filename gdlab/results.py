@@ -658,10 +658,20 @@ def removed_if_rejected(folder: str | os.PathLike):
     raise
 
 
+def make_folder(folder: Path) -> Path:
+  """``folder.mkdir``, with a one-line error naming it when that fails."""
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise FolderError(f"--out: cannot make the folder {str(folder)!r} "
+                      f"({e.strerror}); choose a folder you can "
+                      f"write.") from None
+  return folder
+
+
 def create(folder: str | os.PathLike, kind: str, **fields) -> Path:
   """Makes ``folder`` (if new) and writes its ``gdlab.json`` marker."""
-  folder = Path(folder)
-  folder.mkdir(parents=True, exist_ok=True)
+  folder = make_folder(Path(folder))
   write_json(folder / MARKER, {"kind": kind, "gdlab": gdlab.__version__,
                                **fields})
   return folder
@@ -684,8 +694,7 @@ def locked(folder: str | os.PathLike):
   A second writer is refused with one line naming the holder; a lock left
   by a process that no longer runs on this host is taken over.
   """
-  folder = Path(folder)
-  folder.mkdir(parents=True, exist_ok=True)
+  folder = make_folder(Path(folder))
   path = folder / LOCK
   me = {"pid": os.getpid(), "host": socket.gethostname(),
         "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
