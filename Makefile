@@ -5,9 +5,9 @@ STAMP  := $(VENV)/.installed
 # Two pytest workers match the two-core CI machine; override with `make test PYTEST_ARGS=...`.
 PYTEST_ARGS ?= -n 2 -q
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench notebooks clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
@@ -25,5 +25,10 @@ bench: $(STAMP)
 	$(BIN)/python -c "import sklearn, scipy" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
+# Executes every notebook in place, at smoke size, with a Jupyter kernel of
+# $(VENV): the outputs committed with the notebooks.
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/execute.py notebooks/*.ipynb
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

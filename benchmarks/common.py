@@ -24,7 +24,15 @@ import subprocess
 import time
 from typing import Any, Callable
 
-SIZES = ("tiny", "full")
+# tiny: seconds each, for the tests; full: the figures of a CPU machine;
+# accelerator: GPU/TPU sizes (larger batches and sweeps) where a benchmark
+# defines them, its full size otherwise.
+SIZES = ("tiny", "full", "accelerator")
+
+
+def sized(sizes: dict[str, Any], size: str) -> dict[str, Any]:
+  """A benchmark's settings for ``size``; its full size where it has none."""
+  return sizes.get(size, sizes["full"])
 
 # Peers that may be missing; ``--without NAME`` (or the environment variable
 # GDLAB_BENCH_WITHOUT=torch,sklearn) makes a benchmark treat them as missing.
@@ -154,7 +162,10 @@ def machine() -> dict[str, Any]:
   import jax  # pylint: disable=g-import-not-at-top
   info = {"cpu": cpu_model(), "cores": os.cpu_count(),
           "python": platform.python_version(), "jax": jax.__version__,
-          "platform": platform.platform()}
+          "platform": platform.platform(),
+          "backend": jax.default_backend(),
+          "device": jax.devices()[0].device_kind,
+          "device_count": jax.device_count()}
   for name, module in (("optax", "optax"), ("numpy", "numpy"),
                        ("scipy", "scipy"), ("sklearn", "sklearn"),
                        ("torch", "torch")):
@@ -166,8 +177,12 @@ def machine() -> dict[str, Any]:
 
 
 def machine_slug(info: dict[str, Any] | None = None) -> str:
-  """A file name for the machine: its CPU model and core count."""
+  """A file name for the machine: its accelerator (a GPU or TPU kind and
+  count), or its CPU model and core count."""
   info = info or {"cpu": cpu_model(), "cores": os.cpu_count()}
+  if info.get("backend") not in (None, "cpu"):
+    slug = re.sub(r"[^a-z0-9]+", "-", info["device"].lower()).strip("-")
+    return f"{slug or info['backend']}-x{info['device_count']}"
   slug = re.sub(r"[^a-z0-9]+", "-", info["cpu"].lower()).strip("-")
   return f"{slug or 'cpu'}-{info['cores']}c"
 
@@ -180,7 +195,8 @@ def matmul_peak(size: str, repeats: int = 5) -> dict[str, Any]:
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  dims = (128, 256) if size == "tiny" else (512, 1024, 2048)
+  dims = {"tiny": (128, 256), "accelerator": (2048, 4096, 8192)}.get(
+      size, (512, 1024, 2048))
   rates = {}
   for n in dims:
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)

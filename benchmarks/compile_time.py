@@ -107,7 +107,7 @@ def _gdlab_run_twice(size: str) -> tuple[float, float]:
 
 def repeats(report: common.Report, size: str) -> None:
   """The rows and targets of compiling once (see the module docstring)."""
-  cfg = REPEAT_SIZES[size]
+  cfg = common.sized(REPEAT_SIZES, size)
   n, epochs = cfg["n"], cfg["epochs"]
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(n, 64)), jnp.float32)
@@ -171,7 +171,7 @@ def repeats(report: common.Report, size: str) -> None:
 
 def run(size: str = "full") -> common.Report:
   compilation_cache.disable()
-  cfg = SIZES[size]
+  cfg = common.sized(SIZES, size)
   sizes = (784, *cfg["hidden"], 10)
   report = common.Report(
       "compile", f"time to the first finished step, MLP "

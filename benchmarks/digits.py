@@ -45,7 +45,7 @@ SKLEARN = "sklearn MLPClassifier(solver='sgd')"
 
 
 def run(size: str = "full") -> common.Report:
-  cfg = SIZES[size]
+  cfg = common.sized(SIZES, size)
   target = cfg["target"]
   sklearn = common.optional("sklearn")
   report = common.Report(

@@ -26,7 +26,7 @@ AUTODIFF = "autodiff (jax.grad)"
 
 
 def run(size: str = "full") -> common.Report:
-  cfg = SIZES[size]
+  cfg = common.sized(SIZES, size)
   sizes = (784, *cfg["hidden"], 10)
   report = common.Report(
       "engines", f"forward + backward of the MLP {'-'.join(map(str, sizes))}"

@@ -182,7 +182,7 @@ def scipy_case(scipy_opt, f, x0, method: str, tol: float):
 def run(size: str = "full") -> common.Report:
   import jax.flatten_util  # pylint: disable=g-import-not-at-top,unused-import
   jax.config.update("jax_enable_x64", True)
-  cfg = SIZES[size]
+  cfg = common.sized(SIZES, size)
   tol = cfg["tol"]
   scipy_opt = common.optional("scipy")
   report = common.Report(

@@ -28,7 +28,7 @@ from pathlib import Path
 from benchmarks import common
 
 BENCHMARKS = ("throughput", "engines", "sweeps", "linesearch", "digits",
-              "compile_time")
+              "compile_time", "memory")
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
       "benchmarks": {r["name"]: r for r in reports},
   }
   out = args.out
-  if out is None and args.size == "full" and not args.no_write:
+  if out is None and args.size != "tiny" and not args.no_write:
     out = RESULTS / f"{common.machine_slug(info)}.json"
   if out and not args.no_write:
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,9 @@ SIZES = {
     # n_train, hidden sizes, batch sizes, repeats
     "tiny": dict(n=256, hidden=(32, 32), batches=(32,), repeats=2),
     "full": dict(n=8192, hidden=(512, 512), batches=(32, 128), repeats=7),
+    # A GPU or TPU: batches where the step is matrix-multiply bound.
+    "accelerator": dict(n=65536, hidden=(512, 512), batches=(512, 2048),
+                        repeats=7),
 }
 FIT = "gdlab.fit (minibatch regime)"
 FIT_LEAN = "gdlab.fit, loss-only logging"
@@ -158,14 +161,19 @@ def fit_case(objective, optimizer, regime, criteria, params, data,
   epochs = plan.eval_every if plan.eval_every <= MAX_EPOCHS_PER_CALL else 1
   plan, numbers = loop.make_plan(objective, optimizer, regime, criteria,
                                  n_train=n, chunk_epochs=epochs, **options)
-  state: dict[str, Any] = {"carry": loop.initial_carry(
-      objective, optimizer, jax.random.PRNGKey(2), params)}
+  # The chunk program takes its carry's buffers: its own copy of the
+  # parameters the cases share.
+  state: dict[str, Any] = {"carry": loop.own_buffers(loop.initial_carry(
+      objective, optimizer, jax.random.PRNGKey(2), params), copy=True)}
 
   def first():
     loop.clear_programs()
     state["compiled"], _ = loop.compiled_chunk(plan, state["carry"], data,
                                                numbers)
-    jax.device_get(state["compiled"](state["carry"], data, numbers)[1:])
+    # The carry is donated: keep the one the call returns.
+    out = state["compiled"](state["carry"], data, numbers)
+    state["carry"] = out[0]
+    jax.device_get(out[1:])
 
   def call():
     carry, epoch_log, steps = state["compiled"](state["carry"], data,
@@ -177,7 +185,7 @@ def fit_case(objective, optimizer, regime, criteria, params, data,
 
 
 def run(size: str = "full") -> common.Report:
-  cfg = SIZES[size]
+  cfg = common.sized(SIZES, size)
   torch = common.optional("torch")
   report = common.Report(
       "throughput", "MLP 784-512-512-10 training throughput, SGD, float32"

@@ -31,16 +31,12 @@ from gdlab import loop
 from gdlab import losses
 from gdlab import models
 from gdlab import objective
+from gdlab import progress as progress_lib
 from gdlab import report
 from gdlab import results
 from gdlab import run as run_lib
 from gdlab import sweep
 from gdlab.config import ConfigError
-
-try:  # Optional: check-grads shows a progress bar with it.
-  import tqdm
-except ImportError:  # pragma: no cover
-  tqdm = None
 
 
 def _use_all_cores() -> None:
@@ -104,6 +100,8 @@ def _csv(text: str) -> list[str]:
   return [t.strip() for t in text.split(",") if t.strip()]
 
 
+# check-grads' plain progress lines: seconds between two (its rows are
+# quicker than a run's epochs; runs use gdlab.progress.LINE_SECONDS).
 PROGRESS_SECONDS = 5.0
 # check-grads builds width-4 MLPs of up to this many hidden layers.
 MAX_DEPTH = 32
@@ -137,34 +135,36 @@ def _names(flag: str, text: str | None, allowed) -> list[str]:
 
 
 class _RowProgress:
-  """An ``on_row`` for ``gradcheck.grid`` that reports on a stream.
+  """An ``on_row`` for ``gradcheck.grid``, shown by ``gdlab.progress``.
 
-  On a terminal, with tqdm installed, a progress bar; otherwise a plain
-  line every ``every`` seconds (default :data:`PROGRESS_SECONDS`).  Nothing
-  goes to standard output.
+  A bar on a terminal or in a notebook; elsewhere a plain line every
+  ``every`` seconds (default :data:`PROGRESS_SECONDS`).  Nothing goes to
+  standard output.
   """
 
   def __init__(self, stream=sys.stderr, every: float | None = None):
     self.stream = stream
     self.every = PROGRESS_SECONDS if every is None else every
-    self.bar = None
-    self.start = self.last = time.monotonic()
+    self.progress = None
+
+  @property
+  def bar(self):
+    """The tqdm bar, on a terminal or in a notebook (else ``None``)."""
+    return None if self.progress is None else self.progress.bar
 
   def __call__(self, i: int, total: int, row) -> None:
     del row
-    if tqdm is not None and self.stream.isatty():
-      if self.bar is None:
-        self.bar = tqdm.tqdm(total=total, file=self.stream, unit="row",
-                             desc="check-grads", leave=False)
-      self.bar.update(1)
-      if i + 1 == total:
-        self.bar.close()
-      return
-    now = time.monotonic()
-    if now - self.last >= self.every:
-      self.last = now
-      print(f"check-grads: {i + 1}/{total} rows, {now - self.start:.0f} s",
-            file=self.stream, flush=True)
+    if self.progress is None:
+      self.progress = progress_lib.Progress(
+          total, label="check-grads", unit="row", show=True,
+          stream=self.stream, every=self.every)
+    self.progress.update(i + 1)
+    if i + 1 == total:
+      self.close()
+
+  def close(self) -> None:
+    if self.progress is not None:
+      self.progress.close()
 
 
 def _cmd_check_grads(args) -> int:
@@ -173,14 +173,21 @@ def _cmd_check_grads(args) -> int:
   biases = _names("--biases", args.biases, models.BIAS_ARRANGEMENTS)
   depths = _depths(args.depths)
   reductions = _names("--reductions", args.reductions, losses.REDUCTIONS)
-  # Before the first array: the table is in float64.
-  jax.config.update("jax_enable_x64", True)
-  rows = gradcheck.grid(acts, loss_names, biases, depths, reductions,
-                        seed=args.seed, on_row=_RowProgress(sys.stderr))
+  # float64 where the backend has it (not on a TPU); before the first array.
+  precision = gradcheck.precision(dtype=args.precision)
+  jax.config.update("jax_enable_x64", precision.dtype == "float64")
+  on_row = _RowProgress(sys.stderr)
+  try:
+    rows = gradcheck.grid(acts, loss_names, biases, depths, reductions,
+                          seed=args.seed, on_row=on_row, precision=precision)
+  finally:
+    on_row.close()
   print("Hand-written backpropagation against jax.grad and central finite "
-        "differences (float64;")
-  print(f"pass: relative error <= {gradcheck.AUTODIFF_TOL:g} against "
-        f"jax.grad and <= {gradcheck.FD_TOL:g} against finite differences).")
+        f"differences ({precision.dtype}: {precision.why}, backend "
+        f"{jax.default_backend()};")
+  print(f"pass: relative error <= {precision.autodiff_tol:g} against "
+        f"jax.grad and <= {precision.fd_tol:g} against finite differences "
+        f"with h = {precision.fd_step:g}).")
   print(gradcheck.format_table(rows))
   return 0 if all(r.passed for r in rows) else 1
 
@@ -386,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--depths", default="0,1,3",
                  help="comma-separated numbers of hidden layers, each >= 0 "
                  "(default: 0,1,3)")
+  p.add_argument("--precision", default="auto",
+                 choices=("auto", "float64", "float32"),
+                 help="auto: float64 where the backend has it, float32 on "
+                 "a TPU (with looser tolerances; default: auto)")
   p.add_argument("--reductions", default="mean",
                  help="mean and/or sum (default: mean)")
   p.add_argument("--seed", type=_int_in(config_lib.SEED), default=0)

@@ -40,12 +40,13 @@ import optax
 from gdlab import _checks
 from gdlab import compilation_cache
 from gdlab import interrupts
+from gdlab import progress as progress_lib
 from gdlab import stopping
 from gdlab import train
 from gdlab.data import batching
 from gdlab.data import validation
 from gdlab.data.batching import Regime
-from gdlab.history import (EPOCH_METRICS, STEP_METRICS, History, Progress,
+from gdlab.history import (EPOCH_METRICS, STEP_METRICS, History,
                            append_chunk, empty_history)
 from gdlab.objective import (Objective, abstract_call, check_data, data_dtype,
                              engine as make_engine, uses_data)
@@ -199,7 +200,8 @@ def make_plan(objective, optimizer, regime: Regime, criteria:
     reuse_search_point: take ``f`` and its gradient at the new parameters
       from a line search that stored them (``gdlab.train.make_update``);
       ``None`` for the full-batch regime, where every step sees the same
-      batch.  Sweeps turn it off: under ``vmap`` it saves nothing.
+      batch (sweeps too: under ``vmap`` it saves no work, but it keeps
+      their numbers and evaluation counts those of runs alone).
     strength_input: see :class:`Plan`.
 
   Returns:
@@ -562,12 +564,41 @@ def _signature(tree) -> tuple:
   return treedef, tuple(_leaf_signature(x) for x in leaves)
 
 
+def own_buffers(tree, *, copy: bool = False):
+  """``tree`` with one device buffer per array leaf, to donate.
+
+  A donated argument may not hold the same buffer twice (an eagerly built
+  state can share one constant between two fields); such repeats are
+  copied, and with ``copy`` every array is (the caller keeps its own).
+  """
+  seen = set()
+
+  def buffers(a) -> tuple:
+    # Two arrays may share a buffer without being one Python object.
+    try:
+      return tuple(s.data.unsafe_buffer_pointer()
+                   for s in a.addressable_shards)
+    except Exception:  # pylint: disable=broad-except
+      return (id(a),)
+
+  def own(a):
+    if not isinstance(a, jax.Array):
+      return a
+    if copy or not seen.isdisjoint(buffers(a)):
+      a = a.copy()
+    seen.update(buffers(a))
+    return a
+  return jax.tree_util.tree_map(own, tree)
+
+
 def compiled_chunk(plan: Plan, carry, data, numbers, *,
                    vmapped: tuple | None = None):
   """``(compiled chunk program, seconds spent compiling it)``.
 
   A program compiled before for the same plan and argument shapes is
-  reused (0 seconds).  ``vmapped``: ``(mesh, runs sharding, data
+  reused (0 seconds).  The program takes its carry's buffers (donated): a
+  carry passed to it is not valid afterwards, only the one it returns, and
+  it must not hold one buffer twice (:func:`own_buffers`).  ``vmapped``: ``(mesh, runs sharding, data
   sharding)`` for the program of a sweep, ``vmap``-ped over the carry and
   the numbers and sharded over the mesh's ``"runs"`` axis.
   """
@@ -581,14 +612,16 @@ def compiled_chunk(plan: Plan, carry, data, numbers, *,
     pass
   t0 = time.perf_counter()
   fn = functools.partial(run_chunk, plan)
+  # The carry is donated: its buffers become the next carry's, so a device
+  # holds one copy of the parameters and optimizer state, not two.
   if vmapped is None:
-    jitted = jax.jit(fn)
+    jitted = jax.jit(fn, donate_argnums=0)
   else:
     _, runs, data_sharding = vmapped
     jitted = jax.jit(jax.vmap(fn, in_axes=(0, None, 0),
                               spmd_axis_name="runs"),
                      in_shardings=(runs, data_sharding, runs),
-                     out_shardings=runs)
+                     out_shardings=runs, donate_argnums=0)
   program = jitted.lower(carry, data, numbers).compile()
   seconds = time.perf_counter() - t0
   _PROGRAMS[key] = program
@@ -610,7 +643,7 @@ def clear_programs() -> None:
 def drive(program, carry: Carry, data: Data, numbers: dict,
           histories: list[History], *, batched: bool = False,
           on_chunk: Callable[[Carry, list[History]], None] | None = None,
-          bar: Progress | None = None) -> tuple[Carry, bool]:
+          bar: progress_lib.Progress | None = None) -> tuple[Carry, bool]:
   """Calls the chunk program until every run has stopped.
 
   Args:
@@ -621,7 +654,9 @@ def drive(program, carry: Carry, data: Data, numbers: dict,
       batched carry; rows past them pad the batch and are ignored).
     batched: whether the carry holds a batch of runs (a sweep).
     on_chunk: called after every chunk with the carry and the histories.
-    bar: a progress display (single runs).
+    bar: a progress display, updated after every chunk, on the host, with
+      the runs' last epoch and what ``gdlab.progress.describe`` says of
+      them.
 
   Returns:
     ``(carry, interrupted)``; ``histories`` is updated in place.  After a
@@ -641,13 +676,14 @@ def drive(program, carry: Carry, data: Data, numbers: dict,
       interrupts.check()
       carry = _one_chunk(program, carry, data, numbers, histories, batched,
                          reasons)
-      if bar is not None and histories[0].epochs["epoch"].size:
-        h = histories[0]
-        bar.update(int(h.epochs["epoch"][-1]), h.num_steps,
-                   float(h.epochs["train_loss"][-1]))
+      if bar is not None:
+        bar.update(*progress_lib.describe(histories))
       if on_chunk is not None:
         on_chunk(carry, histories)
   except KeyboardInterrupt:
+    if any(a.is_deleted() for a in jax.tree_util.tree_leaves(carry)
+           if isinstance(a, jax.Array)):
+      raise  # stopped inside a chunk, whose carry was donated: no state
     interrupts.consume()  # acted on: the runs stop here
     return carry, True
   return carry, False
@@ -680,12 +716,24 @@ def default_chunk_epochs(max_epochs: int, steps_per_epoch: int,
 
 
 class FitResult(NamedTuple):
-  """What :func:`fit` returns."""
+  """What :func:`fit` returns.
+
+  Shown (``repr``, and as HTML in a notebook) as its history's headline,
+  :attr:`gdlab.history.History.headline`, never its arrays.
+  """
   params: Any
   opt_state: Any
   history: History
   stop_reason: str
   carry: Carry
+
+  def __repr__(self) -> str:
+    return self.history.summary_line("FitResult",
+                                     stop_reason=self.stop_reason)
+
+  def _repr_html_(self) -> str:
+    return self.history.summary_html("FitResult",
+                                     stop_reason=self.stop_reason)
 
 
 def fit(objective: Objective, optimizer: optax.GradientTransformation,
@@ -694,7 +742,7 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
         params=None, chunk_epochs: int | None = None,
         carry: Carry | None = None, history: History | None = None,
         on_chunk: Callable[[Carry, History], None] | None = None,
-        progress: bool | None = None,
+        progress: bool | None | progress_lib.Options = None,
         record_params: bool = False,
         mesh: Mesh | None = None,
         eval_every: int | str = "auto",
@@ -730,7 +778,13 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
       data (in the full-batch regime, a line search's state may hold ``f``
       and its gradient on the training set the run was trained on).
     on_chunk: called after every chunk with the carry and the history so far.
-    progress: show a progress line (default: when stderr is a terminal).
+    progress: ``None`` (default): a progress bar on a terminal or in a
+      notebook (``tqdm.auto``), nothing otherwise; ``True``: a bar there, and
+      elsewhere (a log file) a plain line every
+      ``gdlab.progress.LINE_SECONDS`` seconds; ``False``: nothing; or a
+      ``gdlab.progress.Options`` (the run's label, the stream, the period).
+      Shown on standard error, between chunks; a run that stops for any
+      reason but ``max_epochs`` says why in one line.
     record_params: log every step's parameters (flattened) under the step
       metric ``"params"``: for small problems such as the 2-D test
       functions, whose trajectories are plotted.
@@ -771,7 +825,12 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
       step_metrics=step_metrics)
   data = shard_data(data, mesh, regime)
   if carry is None:
-    carry = _init_program(plan, params is not None)(key, params, numbers)
+    carry = own_buffers(_init_program(plan, params is not None)(
+        key, params, numbers))
+  else:
+    # The chunk program takes its carry's buffers (donated): work on a copy
+    # of the caller's, which stays valid.
+    carry = own_buffers(carry, copy=True)
   carry = replicate(carry, mesh)
   history = history or empty_history()
   # Ctrl-C during the compilation or a chunk stops at the chunk's end.
@@ -779,17 +838,22 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
     program, seconds = compiled_chunk(plan, carry, data, numbers)
     history.compile_time += seconds
 
-    bar = Progress(criteria.max_epochs, enabled=progress)
+    bar = progress_lib.Progress.of(
+        progress, progress_lib.epoch_budget(
+            criteria, regime.steps_per_epoch(n_train)),
+        initial=progress_lib.last_epoch(history))
     histories = [history]
     wrapped = None if on_chunk is None else (lambda c, hs: on_chunk(c,
                                                                     hs[0]))
     try:
       carry, interrupted = drive(program, carry, data, numbers, histories,
                                  on_chunk=wrapped, bar=bar)
-    finally:
+    except BaseException:
       bar.close()
+      raise
   stop_reason = ("interrupted" if interrupted else
                  stopping.reason_name(to_host(carry.stop.reason)))
   histories[0].stop_reason = stop_reason
+  bar.close(progress_lib.stop_message(histories[0], criteria))
   return FitResult(carry.params, carry.opt_state, histories[0], stop_reason,
                    carry)

@@ -1,17 +1,28 @@
-"""Generic figures of runs, sweeps and 2-D loss surfaces, as PNG files.
+"""Generic figures of runs, sweeps and 2-D loss surfaces.
 
-Contract: every public function draws one figure, writes it as a PNG to
-``path`` (creating the folder) and returns ``path`` as a ``pathlib.Path``.
-Figures are ``matplotlib.figure.Figure`` objects rendered by the Agg canvas;
-pyplot is never imported.  So the module works headless (no display, no GUI
-toolkit) and leaves the process's backend and pyplot's figure registry as
-they were: importing it in a notebook does not change how the notebook shows
-its own figures, and there is no figure to close.
+Contract: every figure function draws one figure and takes a ``path``:
+
+* ``path=None`` (the default): nothing is written; the function returns the
+  figure, an :class:`InlineFigure`, which a notebook shows inline as a PNG.
+* ``path`` given: the figure is written as a PNG to ``path`` (creating the
+  folder) and the function returns ``path`` as a ``pathlib.Path``, the link
+  a report embeds.  The figure itself is dropped: reports write dozens of
+  figures and none stays in memory.
+
+To both show and keep a figure, draw it without a path and write it with
+:func:`save_png`.  Figures are ``matplotlib.figure.Figure`` objects rendered
+by the Agg canvas; pyplot is never imported.  So the module works headless
+(no display, no GUI toolkit) and leaves the process's backend and pyplot's
+figure registry as they were: importing it in a notebook does not change how
+the notebook shows its own figures, a figure is never shown twice (once by
+pyplot at the end of a cell, once as the value), and there is no figure to
+close: one nobody holds is freed like any other object.
 
 Figures that belong to one analysis live with it in ``gdlab.analyses``
-(the subgradient method's ``f_best - f*``, the gradient-check table) and use
-the helpers here (:func:`run_colour`, :func:`named_runs`,
-:func:`place_legend`, :func:`mark_no_data`, :func:`save_png`).
+(the subgradient method's ``f_best - f*``, the gradient-check table), follow
+the same contract and use the helpers here (:class:`InlineFigure`,
+:func:`run_colour`, :func:`named_runs`, :func:`place_legend`,
+:func:`mark_no_data`, :func:`finish`, :func:`save_png`).
 
 Inputs:
 
@@ -36,6 +47,7 @@ Inputs:
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -110,12 +122,30 @@ def _wants_log(arrays, setting, decades: float = 2.0) -> bool:
               vals.max() / vals.min() > 10 ** decades)
 
 
+class InlineFigure(Figure):
+  """A figure that a notebook shows as the PNG :func:`save_png` would write.
+
+  IPython shows a plain ``Figure`` as an image only once pyplot's inline
+  backend is active; this one needs no pyplot.
+  """
+
+  def _repr_png_(self) -> bytes:
+    buffer = io.BytesIO()
+    self.savefig(buffer, dpi=DPI, format="png")
+    return buffer.getvalue()
+
+
 def save_png(fig: Figure, path) -> Path:
   """Writes ``fig`` as a PNG to ``path`` (creating the folder); returns it."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=DPI, format="png")
   return path
+
+
+def finish(fig: Figure, path) -> Figure | Path:
+  """``fig`` when ``path`` is None, else :func:`save_png` ``(fig, path)``."""
+  return fig if path is None else save_png(fig, path)
 
 
 def place_legend(ax) -> None:
@@ -209,14 +239,15 @@ def envelope(xs: np.ndarray, ys: np.ndarray,
   return xs[keep], ys[keep]
 
 
-def loss_curves(runs, path, x: str = "step", y: str | Sequence[str] = "loss",
-                log_y="auto", *, title: str | None = None,
-                ylabel: str | None = None) -> Path:
+def loss_curves(runs, path=None, x: str = "step",
+                y: str | Sequence[str] = "loss", log_y="auto", *,
+                title: str | None = None,
+                ylabel: str | None = None) -> Figure | Path:
   """Overlays a metric of several runs against steps, epochs, work or time.
 
   Args:
     runs: mapping ``name -> run`` (see the module docstring).
-    path: the PNG to write.
+    path: the PNG to write, or None (see the module docstring).
     x: ``"step"``, ``"epoch"``, ``"grad_evals"``, ``"fun_evals"`` or
       ``"time"``.
     y: a per-step metric (``"loss"``, ``"grad_norm"``, ``"step_size"``, ...)
@@ -228,11 +259,11 @@ def loss_curves(runs, path, x: str = "step", y: str | Sequence[str] = "loss",
     ylabel: the y-axis label (default: from ``y``).
 
   Returns:
-    ``path``.
+    The figure when ``path`` is None, else ``path``.
   """
   _check_auto("log_y", log_y)
   names = (y,) if isinstance(y, str) else tuple(y)
-  fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+  fig = InlineFigure(figsize=(7.5, 4.5), layout="constrained")
   ax = fig.add_subplot()
   drawn = []
   for i, (name, run) in enumerate(named_runs(runs).items()):
@@ -264,11 +295,15 @@ def loss_curves(runs, path, x: str = "step", y: str | Sequence[str] = "loss",
                f"{_label(x)}")
   ax.grid(True, which="major", alpha=0.3)
   place_legend(ax)
-  return save_png(fig, path)
+  return finish(fig, path)
 
 
-def step_sizes(runs, path, log_y="auto", *, title: str = "step size") -> Path:
-  """The step size of every update against steps (log axis when it helps)."""
+def step_sizes(runs, path=None, log_y="auto", *,
+               title: str = "step size") -> Figure | Path:
+  """The step size of every update against steps (log axis when it helps).
+
+  Returns the figure when ``path`` is None, else ``path``.
+  """
   return loss_curves(runs, path, x="step", y="step_size", log_y=log_y,
                      title=title)
 
@@ -281,9 +316,10 @@ def _geometric(values: np.ndarray) -> bool:
   return bool(ratios.min() > 1.5 and ratios.max() / ratios.min() < 1.5)
 
 
-def sensitivity(values, finals, path, xlabel: str, ylabel: str = "final loss",
-                log_x="auto", groups: Sequence[str] | None = None,
-                log_y="auto", *, title: str | None = None) -> Path:
+def sensitivity(values, finals, path=None, xlabel: str = "hyperparameter",
+                ylabel: str = "final loss", log_x="auto",
+                groups: Sequence[str] | None = None, log_y="auto", *,
+                title: str | None = None) -> Figure | Path:
   """A final metric against a swept hyperparameter.
 
   Args:
@@ -295,7 +331,7 @@ def sensitivity(values, finals, path, xlabel: str, ylabel: str = "final loss",
       NaN and infinities mean the run diverged: they are drawn as ``x``
       markers at the top edge, labelled "diverged" (with ``j/k`` where only
       ``j`` of ``k`` repeats diverged).
-    path: the PNG to write.
+    path: the PNG to write, or None (see the module docstring).
     xlabel: the name of the swept hyperparameter.
     ylabel: the name of the metric.
     log_x: True, False or ``"auto"`` (also log for geometric grids).
@@ -304,7 +340,7 @@ def sensitivity(values, finals, path, xlabel: str, ylabel: str = "final loss",
     title: the figure title.
 
   Returns:
-    ``path``.
+    The figure when ``path`` is None, else ``path``.
   """
   _check_auto("log_x", log_x)
   _check_auto("log_y", log_y)
@@ -327,7 +363,7 @@ def sensitivity(values, finals, path, xlabel: str, ylabel: str = "final loss",
     if c.shape[-1] != values.size:
       raise ValueError(f"finals: expected {values.size} values per curve, one "
                        f"per swept value; got {c.shape[-1]} for {name!r}.")
-  fig = Figure(figsize=(7, 4.5), layout="constrained")
+  fig = InlineFigure(figsize=(7, 4.5), layout="constrained")
   ax = fig.add_subplot()
   top = ax.get_xaxis_transform()
   drawn, marked = [], False
@@ -383,7 +419,7 @@ def sensitivity(values, finals, path, xlabel: str, ylabel: str = "final loss",
   ax.set_title(title or f"{ylabel} against {xlabel}")
   ax.grid(True, which="major", alpha=0.3)
   place_legend(ax)
-  return save_png(fig, path)
+  return finish(fig, path)
 
 
 def _paths(trajectories) -> dict[str, np.ndarray]:
@@ -403,9 +439,10 @@ def _paths(trajectories) -> dict[str, np.ndarray]:
   return out
 
 
-def surface(function, trajectories, path, levels: int | Sequence[float] = 30,
-            log_levels: bool = True, *, num: int = 200, three_d: bool = False,
-            title: str | None = None) -> Path:
+def surface(function, trajectories=None, path=None,
+            levels: int | Sequence[float] = 30, log_levels: bool = True, *,
+            num: int = 200, three_d: bool = False,
+            title: str | None = None) -> Figure | Path:
   """The surface ``z = f(x, y)`` of a 2-D test function with optimiser paths.
 
   A filled contour map over the function's window (``function.grid(num)``),
@@ -418,7 +455,7 @@ def surface(function, trajectories, path, levels: int | Sequence[float] = 30,
     function: a :class:`gdlab.data.functions.Function2D` or its registry name.
     trajectories: a mapping ``name -> (T, 2)`` array of iterates, one array,
       or None.  Non-finite iterates are dropped.
-    path: the PNG to write.
+    path: the PNG to write, or None (see the module docstring).
     levels: the number of contour levels, or the levels themselves (values of
       the plotted quantity).
     log_levels: space the levels geometrically and colour on a log scale,
@@ -429,7 +466,7 @@ def surface(function, trajectories, path, levels: int | Sequence[float] = 30,
     title: the figure title (default: the function's name).
 
   Returns:
-    ``path``.
+    The figure when ``path`` is None, else ``path``.
   """
   if isinstance(function, str):
     function = data.get_function(function)
@@ -459,7 +496,8 @@ def surface(function, trajectories, path, levels: int | Sequence[float] = 30,
   zlabel = ("f(x, y)" if base == 0 else "f(x, y) - f*"
             if base == function.f_min else "f(x, y) - min f")
 
-  fig = Figure(figsize=(13, 5.2) if three_d else (7, 5.6), layout="constrained")
+  fig = InlineFigure(figsize=(13, 5.2) if three_d else (7, 5.6),
+                     layout="constrained")
   ax = fig.add_subplot(1, 2 if three_d else 1, 1)
   cf = ax.contourf(xs, ys, zplot, levels=lev, norm=norm, cmap="viridis")
   ax.contour(xs, ys, zplot, levels=cf.levels[::3], norm=norm, colors="k",
@@ -496,7 +534,7 @@ def surface(function, trajectories, path, levels: int | Sequence[float] = 30,
   ax.set_title(title or f"{function.name}: contours of {zlabel}")
   if three_d:
     _surface_3d(fig, function, xs, ys, zplot, paths, base, log_levels, zlabel)
-  return save_png(fig, path)
+  return finish(fig, path)
 
 
 def _surface_3d(fig, function, xs, ys, zplot, paths, base, log, zlabel):

@@ -301,7 +301,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 @dataclasses.dataclass
 class RunRecord:
-  """A run folder read back."""
+  """A run folder read back.
+
+  Shown (``repr``, and as HTML in a notebook) as its name, folder and the
+  headline of :attr:`history`, never its arrays.
+  """
   path: Path
   name: str
   config: dict
@@ -309,6 +313,30 @@ class RunRecord:
   steps: dict[str, np.ndarray]
   epochs: dict[str, np.ndarray]
   trajectory: np.ndarray | None
+
+  @property
+  def history(self) -> history_lib.History:
+    """The logged metrics as a History, with the summary's stop reason and
+    timings ("unknown" and 0 where the folder has no summary)."""
+    s = self.summary
+    return history_lib.History(
+        self.steps, self.epochs,
+        stop_reason=s.get("stop_reason") or "unknown",
+        compile_time=float(s.get("compile_time") or 0.0),
+        run_time=float(s.get("run_time") or 0.0))
+
+  def to_dataframe(self, kind: str = "epoch"):
+    """The per-epoch or per-step rows as a ``pandas.DataFrame``; see
+    :meth:`gdlab.history.History.to_dataframe`."""
+    return self.history.to_dataframe(kind)
+
+  def __repr__(self) -> str:
+    return self.history.summary_line("RunRecord", name=self.name,
+                                     path=str(self.path))
+
+  def _repr_html_(self) -> str:
+    return self.history.summary_html("RunRecord", name=self.name,
+                                     path=str(self.path))
 
 
 def load_run(run_dir: str | os.PathLike) -> RunRecord:
@@ -478,7 +506,7 @@ def final_params(run_dir: str | os.PathLike, template):
 def run_summary(cfg: config_lib.RunConfig, history: history_lib.History,
                 extra: dict | None = None) -> dict:
   """The content of ``summary.json``."""
-  final = {k: v for k, v in history.final().items()}
+  final = {k: v for k, v in history.final.items()}
   return {
       "name": cfg.name,
       "stop_reason": history.stop_reason,

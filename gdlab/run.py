@@ -37,17 +37,20 @@ import jax.numpy as jnp
 
 from gdlab import analyses
 from gdlab import build
+from gdlab import catalog
 from gdlab import config as config_lib
 from gdlab import distributed
 from gdlab import interrupts
 from gdlab import loop
 from gdlab import parallel
+from gdlab import progress as progress_lib
 from gdlab import report
 from gdlab import results
 from gdlab import stopping
 from gdlab import sweep
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# The named experiments: the checkout's experiments/, else the installed copy.
+EXPERIMENTS_DIR = catalog.experiments_dir()
 
 
 def _resume_point(run_dir: Path, p: build.Problem, key):
@@ -110,6 +113,11 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
 
 def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
          progress, plots) -> loop.FitResult:
+  # Progress on standard error (a bar, or plain lines in a log file) and a
+  # result line on standard output, from the writing process only.
+  shown = progress_lib.lifecycle(progress, cfg.name)
+  if not writer:
+    shown = dataclasses.replace(shown, show=False)
   p = build.problem(cfg, smoke)
   key = jax.random.PRNGKey(cfg.seed)
   mesh = (parallel.data_mesh(cfg.train.devices)
@@ -160,9 +168,12 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
                         engine=cfg.train.engine,
                         chunk_epochs=cfg.train.chunk_epochs, carry=carry,
                         history=history, on_chunk=on_chunk,
-                        progress=progress, record_params=p.record_params,
+                        progress=shown, record_params=p.record_params,
                         mesh=mesh, eval_every=cfg.train.eval_every,
                         step_metrics=cfg.train.step_metrics)
+    if shown.show is not False:
+      print(progress_lib.result_line(shown.label, result.history),
+            flush=True)
     if not writer:
       return result
     results.write_run(run_dir, cfg, result.history, result.carry,
@@ -181,12 +192,13 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
 
 
 def experiment_names() -> list[str]:
-  """The experiments in ``experiments/``, by name."""
+  """The experiments in :data:`EXPERIMENTS_DIR`, by name."""
   return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
 
 def find(name_or_path: str) -> Path:
-  """A config path from a path or the name of an experiment in experiments/."""
+  """A config path from a path or the name of an experiment in
+  :data:`EXPERIMENTS_DIR`."""
   path = Path(name_or_path)
   if path.suffix in (".yaml", ".yml") or path.exists():
     return path
@@ -195,7 +207,8 @@ def find(name_or_path: str) -> Path:
     return candidate
   raise config_lib.ConfigError(
       f"config: no experiment or file named {name_or_path!r}; known "
-      f"experiments: {', '.join(experiment_names())}.")
+      f"experiments: {', '.join(experiment_names()) or 'none'} (in "
+      f"{config_lib.short(str(EXPERIMENTS_DIR))}).")
 
 
 def run_seed_sweeps(exp: config_lib.ExperimentConfig, out: Path,
@@ -285,7 +298,9 @@ def _run_experiment(exp, out: Path, runs, *, writer, smoke, resume,
       break
     result = run(cfg, run_dir, smoke=smoke, resume=resume and (
         results.read_marker(run_dir) is not None),
-                 allow_changes=allow_changes, progress=progress)
+                 allow_changes=allow_changes,
+                 progress=progress_lib.lifecycle(progress,
+                                                 f"{exp.name}/{cfg.name}"))
     if result.stop_reason == "interrupted":
       interrupted = True
       break
@@ -299,8 +314,13 @@ def _run_experiment(exp, out: Path, runs, *, writer, smoke, resume,
       run_seed_sweeps(exp, out, runs, smoke=smoke, resume=resume)
     interrupts.check()
     sections = analyses.run(exp, out, run_dirs, smoke=smoke)
-  report.compare([d for d in run_dirs if (d / results.SUMMARY).exists()],
-                 out, title=exp.name, extra_sections=sections)
+  finished = [d for d in run_dirs if (d / results.SUMMARY).exists()]
+  report.compare(finished, out, title=exp.name, extra_sections=sections)
+  if not interrupted and progress_lib.options(progress).show is not False:
+    # The comparison table of report.md, on standard output.
+    rows = [report.final_quantities(results.load_run(d)) for d in finished]
+    print(f"\n{exp.name}: {len(rows)} runs\n"
+          f"{report.markdown_table(rows, report.RUN_COLUMNS)}\n", flush=True)
   if interrupted:
     raise interrupts.Interrupted(interrupts.last_signal() or 2)
   return out

@@ -49,6 +49,7 @@ from gdlab import interrupts
 from gdlab import loop
 from gdlab import parallel
 from gdlab import plots
+from gdlab import progress as progress_lib
 from gdlab import report
 from gdlab import results
 from gdlab import stopping
@@ -153,8 +154,15 @@ def group_plan(cfgs: list[config_lib.RunConfig], vkeys: list[str],
 
 
 def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
-              out_dir: Path, *, smoke: bool = False) -> list[Path]:
-  """Runs one group of structurally identical runs as one vmapped program."""
+              out_dir: Path, *, smoke: bool = False,
+              progress: bool | None | progress_lib.Options = True
+              ) -> list[Path]:
+  """Runs one group of structurally identical runs as one vmapped program.
+
+  ``progress`` (as ``gdlab.fit``'s, on standard error): a bar over the
+  group's epochs, or plain lines in a log file, with how many of its runs
+  are still running, then one line that counts their stop reasons.
+  """
   base = cfgs[0]
   dtype = build.float_dtype(base)
   plan, numbers, data = group_plan(cfgs, vkeys, smoke)
@@ -179,13 +187,22 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
   seeds, numbers = jax.device_put((seeds, numbers), runs)
   data = parallel.shard_data(data, mesh)
   data_sharding = jax.tree_util.tree_map(lambda a: a.sharding, data)
-  carry = jax.jit(jax.vmap(init_one), out_shardings=runs)(seeds, numbers)
+  carry = loop.own_buffers(jax.jit(jax.vmap(init_one), out_shardings=runs)(
+      seeds, numbers))
   program, compile_time = loop.compiled_chunk(
       plan, carry, data, numbers, vmapped=(mesh, runs, data_sharding))
 
   histories = [history_lib.empty_history() for _ in cfgs]
-  carry, interrupted = loop.drive(program, carry, data, numbers, histories,
-                                  batched=True)
+  bar = progress_lib.Progress.of(progress, progress_lib.epoch_budget(
+      plan.criteria, plan.regime.steps_per_epoch(plan.n_train)))
+  try:
+    carry, interrupted = loop.drive(program, carry, data, numbers, histories,
+                                    batched=True, bar=bar)
+  except BaseException:
+    bar.close()
+    raise
+  bar.close("interrupted" if interrupted else
+            progress_lib.group_message(histories))
   if interrupted:
     raise interrupts.Interrupted(interrupts.last_signal() or 2)
   carry = jax.device_get(carry)
@@ -243,9 +260,16 @@ def run_sweep(exp: config_lib.ExperimentConfig, out_dir, *,
 
 def _run_sweep(exp, out: Path, runs, grid, *, smoke, report) -> Path:
   by_name = {}
-  for vkeys, members in group(runs, list(grid)):
+  groups = group(runs, list(grid))
+  for i, (vkeys, members) in enumerate(groups):
     interrupts.check()
-    for d in run_group([c for c, _ in members], vkeys, out, smoke=smoke):
+    # "default sweep", "default/sgd sweep" (a variant's seeds), "... 2/3".
+    base = members[0][0].name.partition("[")[0]
+    label = (exp.name if base == exp.name else f"{exp.name}/{base}") + (
+        " sweep" + (f" {i + 1}/{len(groups)}" if len(groups) > 1 else ""))
+    for d in run_group([c for c, _ in members], vkeys, out, smoke=smoke,
+                       progress=progress_lib.Options(show=True,
+                                                     label=label)):
       by_name[d.name] = d
   run_dirs = [by_name[c.name] for c, _ in runs]
   points = [p for _, p in runs]

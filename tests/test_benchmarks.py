@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("throughput", "engines", "sweeps", "linesearch", "digits",
-         "compile_time")
+         "compile_time", "memory")
 REPORT_NAMES = {"compile_time": "compile"}
 
 

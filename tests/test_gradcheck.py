@@ -214,3 +214,24 @@ def test_progress_bar_on_a_terminal():
     progress(i, 3, None)
   assert "check-grads" in stream.getvalue() and "0/3" in stream.getvalue()
   assert progress.bar.n == 3 and progress.bar.disable  # Done and closed.
+
+
+def test_the_precision_follows_the_backend():
+  assert gradcheck.precision("cpu") == gradcheck.FLOAT64
+  assert gradcheck.precision("gpu") == gradcheck.FLOAT64
+  tpu = gradcheck.precision("tpu")
+  assert tpu.dtype == "float32" and "no float64" in tpu.why
+  # float32 asked for on a backend with float64 keeps its tolerances.
+  asked = gradcheck.precision("cpu", "float32")
+  assert asked.dtype == "float32" and asked.autodiff_tol == tpu.autodiff_tol
+  with pytest.raises(ValueError, match="dtype: expected 'auto'"):
+    gradcheck.precision("cpu", "float16")
+
+
+def test_a_row_passes_by_its_precisions_tolerances():
+  key = jax.random.PRNGKey(0)
+  row = gradcheck.grid_row("tanh", "mse", "per_neuron", 1, "mean", None, key)
+  assert row.passed and 0 < row.vs_autodiff
+  strict = gradcheck.FLOAT64._replace(autodiff_tol=row.vs_autodiff / 2)
+  assert not gradcheck.grid_row("tanh", "mse", "per_neuron", 1, "mean", None,
+                                key, precision=strict).passed

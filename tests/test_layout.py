@@ -63,11 +63,19 @@ def _targets(node, module: str) -> set[str]:
   return out
 
 
+# Optional extras, imported where they are used so that `import gdlab` does
+# not pay for them: allowed inside functions anywhere.
+OPTIONAL_EXTRAS = {"pandas"}
+
+
 def _function_imports(tree) -> list[tuple[str, int]]:
   found = []
   for fn in ast.walk(tree):
     if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
       for node in ast.walk(fn):
+        if isinstance(node, ast.Import) and all(
+            a.name.split(".")[0] in OPTIONAL_EXTRAS for a in node.names):
+          continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
           found.append((fn.name, node.lineno))
   return found

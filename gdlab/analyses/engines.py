@@ -57,9 +57,9 @@ def _tolerance_cmap(log_tol: float, low: float):
   return mcolors.ListedColormap(rgba), mcolors.Normalize(low, 0.0)
 
 
-def gradcheck_table(rows, path, *, autodiff_tol: float | None = None,
+def gradcheck_table(rows, path=None, *, autodiff_tol: float | None = None,
                     fd_tol: float | None = None,
-                    title: str | None = None) -> Path:
+                    title: str | None = None) -> Figure | Path:
   """Heat maps of the gradient-check grid (:func:`gdlab.gradcheck.grid`).
 
   Two panels, the hand-written gradient against ``jax.grad`` and against
@@ -71,13 +71,14 @@ def gradcheck_table(rows, path, *, autodiff_tol: float | None = None,
   Args:
     rows: :class:`gdlab.gradcheck.Row` records (or objects with the same
       fields).
-    path: the PNG to write.
+    path: the PNG to write, or None: the figure is returned unsaved (the
+      contract of :mod:`gdlab.plots`).
     autodiff_tol, fd_tol: the tolerances (default: those of
       :mod:`gdlab.gradcheck`).
     title: the figure title.
 
   Returns:
-    ``path``.
+    The figure when ``path`` is None, else ``path``.
   """
   rows = list(rows)
   if not rows:
@@ -89,8 +90,9 @@ def gradcheck_table(rows, path, *, autodiff_tol: float | None = None,
              autodiff_tol or gradcheck.AUTODIFF_TOL),
             ("vs_finite_diff", "manual vs finite differences",
              fd_tol or gradcheck.FD_TOL))
-  fig = Figure(figsize=(2 * (1.1 * len(losses) + 2.2), 0.5 * len(acts) + 2.2),
-               layout="constrained")
+  fig = plots.InlineFigure(
+      figsize=(2 * (1.1 * len(losses) + 2.2), 0.5 * len(acts) + 2.2),
+      layout="constrained")
   floor = 1e-18
   for p, (field, name, tol) in enumerate(panels):
     worst = np.full((len(acts), len(losses)), np.nan)
@@ -121,7 +123,7 @@ def gradcheck_table(rows, path, *, autodiff_tol: float | None = None,
   passed = sum(bool(r.passed) for r in rows)
   fig.suptitle(title or f"Gradient check: worst relative error per "
                f"activation and loss ({passed}/{len(rows)} rows pass)")
-  return plots.save_png(fig, path)
+  return plots.finish(fig, path)
 
 
 @register("gradcheck")

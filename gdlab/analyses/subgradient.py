@@ -102,8 +102,9 @@ def optimum(cfg: config_lib.RunConfig, data):
                cfg.model.bias != "none")
 
 
-def fbest_gap(runs, f_star: float, bounds, path, *, log_x: bool = False,
-              title: str | None = None) -> Path:
+def fbest_gap(runs, f_star: float, bounds=None, path=None, *,
+              log_x: bool = False,
+              title: str | None = None) -> Figure | Path:
   """``f_best^(k) - f*`` against ``k`` on a log axis, with bound curves.
 
   For the subgradient method, which is not a descent method, the quantity
@@ -117,14 +118,16 @@ def fbest_gap(runs, f_star: float, bounds, path, *, log_x: bool = False,
     f_star: the optimal value ``f*``.
     bounds: None or a mapping ``name -> array`` of further theoretical
       bounds on ``f_best^(k) - f*``, drawn dashed in grey.
-    path: the PNG to write.
+    path: the PNG to write, or None: the figure is returned unsaved (the
+      contract of :mod:`gdlab.plots`).
     log_x: also a log axis for ``k`` (``O(1/sqrt(k))`` rates become lines).
     title: the figure title.
 
   Returns:
-    ``path``.  Gaps that are zero (``f*`` reached exactly) are not drawn.
+    The figure when ``path`` is None, else ``path``.  Gaps that are zero
+    (``f*`` reached exactly) are not drawn.
   """
-  fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+  fig = plots.InlineFigure(figsize=(7.5, 4.5), layout="constrained")
   ax = fig.add_subplot()
   drawn = []
 
@@ -167,7 +170,7 @@ def fbest_gap(runs, f_star: float, bounds, path, *, log_x: bool = False,
   ax.set_title(title or f"best value gap (f* = {f_star:.6g})")
   ax.grid(True, which="major", alpha=0.3)
   plots.place_legend(ax)
-  return plots.save_png(fig, path)
+  return plots.finish(fig, path)
 
 
 def subgradient_curves(steps: dict, f_star: float, r: float):
