@@ -20,10 +20,18 @@ def _handler(signum, frame):
 
 
 def is_command() -> bool:
-  """Whether this process is the gdlab command, still importing it."""
+  """Whether this process is the gdlab command (``gdlab ...`` or
+  ``python -m gdlab.cli ...``), not a program that imports gdlab."""
   argv0 = sys.argv[0] if sys.argv else ""
-  # `python -m gdlab.cli` imports the package while argv[0] is still "-m".
-  return os.path.basename(argv0) == "gdlab" or argv0 == "-m"
+  if os.path.basename(argv0) == "gdlab":
+    return True
+  # `python -m gdlab.cli` imports the package while argv[0] is still "-m";
+  # the interpreter's own command line says which module it runs.
+  orig = list(getattr(sys, "orig_argv", ()))
+  for i, arg in enumerate(orig[:-1]):
+    if arg == "-m":
+      return orig[i + 1] in ("gdlab.cli", "gdlab")
+  return False
 
 
 def install() -> None:

@@ -12,6 +12,7 @@ kills runs at random moments instead (by hand: it takes minutes).
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gdlab import cli, config, results, run
+from gdlab import _startup, cli, config, results, run
 from helpers import without_timing
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
@@ -332,7 +333,6 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(
   cfg, src = finished
   folder = _copy(src, tmp_path / "run")
   lock = folder / results.LOCK
-  import socket  # pylint: disable=import-outside-toplevel
   lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                               "since": "now"}))
   with pytest.raises(config.ConfigError,
@@ -373,3 +373,17 @@ def test_files_follow_the_umask(tmp_path, finished):
   for name in (results.CONFIG, results.METRICS, results.SUMMARY,
                results.CHECKPOINT, results.MARKER):
     assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o640, name
+
+
+@pytest.mark.parametrize("argv,orig,expected", [
+    (["/venv/bin/gdlab", "run"], ["python", "/venv/bin/gdlab", "run"], True),
+    (["-m"], ["python", "-m", "gdlab.cli", "run"], True),
+    (["-m"], ["python", "-m", "myexp"], False),  # a program importing gdlab
+    (["script.py"], ["python", "script.py"], False),
+    ([""], ["python"], False),
+])
+def test_start_up_signals_are_guarded_only_for_the_command(
+    monkeypatch, argv, orig, expected):
+  monkeypatch.setattr(sys, "argv", argv)
+  monkeypatch.setattr(sys, "orig_argv", orig, raising=False)
+  assert _startup.is_command() is expected
