@@ -9,6 +9,7 @@ if _startup.is_command():
 
 from gdlab import activations
 from gdlab import backprop
+from gdlab import curvature
 from gdlab import data
 from gdlab import gradcheck
 from gdlab import losses
@@ -40,6 +41,7 @@ __all__ = [
     "activations",
     "backprop",
     "check_gradients",
+    "curvature",
     "data",
     "fit",
     "from_flax",

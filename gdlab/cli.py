@@ -9,6 +9,9 @@ shows the traceback instead).
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import os
 import sys
 import time
@@ -188,7 +191,7 @@ def _cmd_check_grads(args) -> int:
   print(f"pass: relative error <= {precision.autodiff_tol:g} against "
         f"jax.grad and <= {precision.fd_tol:g} against finite differences "
         f"with h = {precision.fd_step:g}).")
-  print(gradcheck.format_table(rows))
+  print(gradcheck.format_table(rows, precision))
   return 0 if all(r.passed for r in rows) else 1
 
 
@@ -352,6 +355,29 @@ def _cmd_report(args) -> int:
   return 0
 
 
+def _csv_cell(v) -> str:
+  """A CSV cell: numbers in full, lists and mappings as JSON, None empty."""
+  if report._missing(v):
+    return ""
+  if isinstance(v, (list, tuple, dict)):
+    return json.dumps(v)
+  return str(v)
+
+
+def _cmd_table(args) -> int:
+  columns, rows = report.runs_table(args.run_dirs)
+  if args.csv:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_csv_cell(r[k]) for k in columns] for r in rows)
+    results.atomic_write(args.csv, buf.getvalue())
+  if args.json:
+    results.write_json(args.json, rows)
+  print(report.text_table(columns, rows))
+  return 0
+
+
 def _cmd_list(args) -> int:
   del args
   names = run_lib.experiment_names()
@@ -461,6 +487,19 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
   p.add_argument("--out", help="where to write report.md and plots/")
   p.set_defaults(fn=_cmd_report)
+
+  p = sub.add_parser(
+      "table", help="tabulate runs: differing settings and final results",
+      description="Print one row per run (a run folder, or every run of an "
+      "experiment or sweep folder holding runs/): the config values that "
+      "differ between the runs, the final training and test loss and "
+      "accuracy, stop reason, steps, epochs, compile and run time (s).")
+  p.add_argument("run_dirs", nargs="+", metavar="RUN_OR_FOLDER")
+  p.add_argument("--csv", metavar="PATH", help="also write the table as CSV "
+                 "(numbers in full precision)")
+  p.add_argument("--json", metavar="PATH", help="also write the rows as a "
+                 "JSON list of objects keyed by column")
+  p.set_defaults(fn=_cmd_table)
 
   p = sub.add_parser("list", help="list the experiments and what each shows")
   p.set_defaults(fn=_cmd_list)

@@ -57,6 +57,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -201,6 +202,18 @@ def relative_errors(a, b, floor: float, noise: float = 0.0) -> list[float]:
 def _errors(value_fn, manual_fn, params, fd_step
             ) -> tuple[Array, Array, Array]:
   """``(C, e_auto, e_fd)`` of ``value_fn(p) = C``, ``manual_fn(p) = (C, g)``."""
+  return _error_parts(value_fn, manual_fn, params, fd_step)[:3]
+
+
+def _error_parts(value_fn, manual_fn, params, fd_step
+                 ) -> tuple[Array, Array, Array, Array, Array]:
+  """:func:`_errors`, and per leaf the raw finite-difference error and noise.
+
+  Returns ``(C, e_auto, e_fd, raw_fd, noise_fd)``: ``raw_fd`` is
+  ``max_j |m_j - fd_j| / den`` and ``noise_fd`` is ``noise / den``, with the
+  leaf's denominator ``den``; so ``e_fd = max(raw_fd - noise_fd, 0)`` where
+  ``den > 0``.
+  """
   value, manual = manual_fn(params)
   auto = jax.grad(value_fn)(params)
   theta, unravel = ravel_pytree(params)
@@ -211,9 +224,10 @@ def _errors(value_fn, manual_fn, params, fd_step
   floor = 1e-4 * jnp.max(abs_g)
   noise = 10 * jnp.finfo(value.dtype).eps * jnp.abs(value) / fd_step
   e_auto = _ratio(d_auto, jnp.maximum(jnp.maximum(abs_m, abs_g), floor))
-  e_fd = _ratio(jnp.maximum(d_fd - noise, 0),
-                jnp.maximum(jnp.maximum(abs_m, abs_f), floor))
-  return value, e_auto, e_fd
+  den_fd = jnp.maximum(jnp.maximum(abs_m, abs_f), floor)
+  e_fd = _ratio(jnp.maximum(d_fd - noise, 0), den_fd)
+  return (value, e_auto, e_fd, _ratio(d_fd, den_fd),
+          _ratio(jnp.broadcast_to(noise, den_fd.shape), den_fd))
 
 
 def gradient_errors(objective: Objective, params, x: Array, y: Array,
@@ -399,7 +413,15 @@ def random_problem(model: models.MLP, loss: str, key: Array, n: int = 8,
 
 
 class Row(NamedTuple):
-  """One row of :func:`grid`."""
+  """One row of :func:`grid`.
+
+  ``vs_autodiff`` and ``vs_finite_diff`` are the largest relative errors
+  over the parameter leaves, the second after subtracting the noise of a
+  central difference (the module docstring); ``passed`` compares them with
+  the tolerances.  ``fd_raw`` is the largest relative error against finite
+  differences before that subtraction, and ``fd_noise`` the noise relative
+  to the same leaf's gradient (NaN where unknown).
+  """
   activation: str
   loss: str
   bias: str
@@ -408,6 +430,8 @@ class Row(NamedTuple):
   vs_autodiff: float
   vs_finite_diff: float
   passed: bool
+  fd_raw: float = math.nan
+  fd_noise: float = math.nan
 
 
 def grid_model(activation: str, loss: str, bias: str, depth: int,
@@ -470,17 +494,23 @@ def _grid_manual(model, reduction, penalty, loss_index, params, x, y_float,
 def _grid_row_errors(model: models.MLP, reduction: str, penalty,
                      fd_step: float, indices: Array, loss_index: Array,
                      params, x: Array, y_float: Array,
-                     y_int: Array) -> tuple[Array, Array]:
+                     y_int: Array) -> tuple[Array, Array, Array, Array]:
   """The largest errors of one grid row; ``model`` a skeleton.
 
   ``y_float`` holds the labels of the losses on float labels and ``y_int``
   those on class indices; the loss's own are real, the others stand-ins.
+
+  Returns:
+    ``(e_auto, e_fd, raw_fd, noise_fd)``: the largest of each leaf's
+    errors (:func:`_error_parts`), and the relative noise of the leaf with
+    the largest ``raw_fd``.
   """
   args = (_switched(model, indices), reduction, penalty, loss_index)
-  _, e_auto, e_fd = _errors(
+  _, e_auto, e_fd, raw_fd, noise_fd = _error_parts(
       lambda p: _grid_value(*args, p, x, y_float, y_int),
       lambda p: _grid_manual(*args, p, x, y_float, y_int), params, fd_step)
-  return jnp.max(e_auto), jnp.max(e_fd)
+  worst = jnp.argmax(raw_fd)
+  return jnp.max(e_auto), jnp.max(e_fd), raw_fd[worst], noise_fd[worst]
 
 
 def grid_row(activation: str, loss: str, bias: str, depth: int,
@@ -499,13 +529,14 @@ def grid_row(activation: str, loss: str, bias: str, depth: int,
     y_float, y_int = np.zeros((n, model.sizes[-1]), x.dtype), y
   else:
     y_float, y_int = y, np.zeros((n,), jax.dtypes.canonicalize_dtype(int))
-  e_auto, e_fd = jax.device_get(_program(_grid_row_errors, 4)(
+  errors = jax.device_get(_program(_grid_row_errors, 4)(
       _skeleton(model), reduction, _static_penalty(penalty),
       float(precision.fd_step), _activation_indices(model),
       np.int32(losses_lib.names().index(loss)), params, x, y_float, y_int))
-  e_auto, e_fd = float(e_auto), float(e_fd)
+  e_auto, e_fd, raw_fd, noise_fd = map(float, errors)
   return Row(activation, loss, bias, depth, reduction, e_auto, e_fd,
-             e_auto <= precision.autodiff_tol and e_fd <= precision.fd_tol)
+             e_auto <= precision.autodiff_tol and e_fd <= precision.fd_tol,
+             raw_fd, noise_fd)
 
 
 def grid(activation_names: Sequence[str] | None = None,
@@ -553,17 +584,43 @@ def grid(activation_names: Sequence[str] | None = None,
   return rows
 
 
-def format_table(rows: Sequence[Row]) -> str:
-  """A fixed-width text table of :func:`grid` rows."""
+def format_table(rows: Sequence[Row], precision: Precision | None = None
+                 ) -> str:
+  """A fixed-width text table of :func:`grid` rows, with a legend below.
+
+  ``precision`` gives the tolerances the legend quotes (default: those of
+  :data:`FLOAT64`).
+  """
+  precision = precision or FLOAT64
   head = (f"{'activation':<11} {'loss':<22} {'bias':<10} {'depth':>5} "
-          f"{'reduction':<9} {'vs jax.grad':>11} {'vs fin.diff':>11}  result")
+          f"{'reduction':<9} {'vs jax.grad':>11} {'vs fin.diff':>11} "
+          f"{'FD noise':>9}  result")
   lines = [head, "-" * len(head)]
   for r in rows:
     lines.append(
         f"{r.activation:<11} {r.loss:<22} {r.bias:<10} {r.depth:>5} "
-        f"{r.reduction:<9} {r.vs_autodiff:>11.2e} {r.vs_finite_diff:>11.2e}  "
-        f"{'pass' if r.passed else 'FAIL'}")
+        f"{r.reduction:<9} {r.vs_autodiff:>11.2e} {r.fd_raw:>11.2e} "
+        f"{r.fd_noise:>9.1e}  {'pass' if r.passed else 'FAIL'}")
   failed = sum(not r.passed for r in rows)
   lines.append(f"{len(rows) - failed}/{len(rows)} rows pass"
                + (f" ({failed} FAIL)" if failed else ""))
+  lines += [
+      "",
+      "vs jax.grad  largest relative difference, over the parameter leaves, "
+      "between the",
+      "             hand-written gradient and jax.grad: max_j |a_j - b_j| / "
+      "max(max|a|, max|b|, floor).",
+      "vs fin.diff  the same against central finite differences, raw: "
+      "rounding in C(theta +- h e_j)",
+      "             limits it, and it is often well above the error of the "
+      "hand-written gradient.",
+      "FD noise     that rounding limit, 10 eps |C| / h, relative to the "
+      "gradient of the leaf with the",
+      "             largest 'vs fin.diff': differences up to it are "
+      "unresolvable by finite differences.",
+      f"result       pass: 'vs jax.grad' <= {precision.autodiff_tol:g} and, "
+      f"in every leaf, 'vs fin.diff' less its",
+      f"             'FD noise' <= {precision.fd_tol:g} (h = "
+      f"{precision.fd_step:g}).",
+  ]
   return "\n".join(lines)

@@ -13,6 +13,10 @@ summary that groups them, e.g. under ``"final"``, works too), and otherwise
 from its metrics: the last epoch's record, the number of per-step rows.
 Tables are Markdown (:func:`markdown_table`): numbers to four significant
 digits, integers in full, missing values (None, NaN) as "–".
+
+:func:`runs_table` reads several runs into one table (``gdlab table``): a
+row per run, with the config values that differ between the runs and the
+final quantities; :func:`text_table` lays it out for a terminal.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from gdlab import results
 
 MISSING = "–"
 REPORT = "report.md"
+RUNS = "runs"
 
 RUN_COLUMNS = (
     ("name", "run"),
@@ -58,6 +63,9 @@ SUMMARY_ROWS = (
     ("run_time", "run time (s)"),
     ("steps_per_second", "steps/s"),
 )
+TABLE_QUANTITIES = ("train_loss", "test_loss", "train_accuracy",
+                    "test_accuracy", "stop_reason", "steps", "epochs",
+                    "compile_time", "run_time")
 VERSION_KEYS = ("gdlab", "jax", "jaxlib", "python", "backend", "device",
                 "device_count", "git_commit")
 
@@ -357,3 +365,113 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   report = out_dir / REPORT
   results.atomic_write(report, "\n".join(lines))
   return report
+
+
+def run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
+  """The run folders named by ``paths``.
+
+  A path holding a ``runs/`` folder (an experiment or sweep folder) stands
+  for every folder in it, sorted by name; any other path must be a run
+  folder.
+
+  Raises:
+    ValueError: if a path is not a run folder, or no run is found.
+  """
+  dirs = []
+  for p in map(Path, paths):
+    if (p / RUNS).is_dir():
+      dirs += sorted(d for d in (p / RUNS).iterdir() if d.is_dir())
+    else:
+      results.load_run(p)  # Raises, naming the path, if it is not a run.
+      dirs.append(p)
+  if not dirs:
+    raise ValueError(f"run_dirs: expected run folders or folders holding "
+                     f"{RUNS}/; found no run in "
+                     f"{[str(p) for p in paths]}.")
+  return dirs
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """A nested config as one level of dotted keys: ``{"optimizer.name": ...}``."""
+  out = {}
+  for k, v in config.items():
+    if isinstance(v, Mapping) and v:
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _labels(records: Sequence[results.RunRecord]) -> list[str]:
+  """Run names; a name several runs share becomes ``<parent>/<folder>``.
+
+  ``<parent>`` is the experiment folder (the one holding ``runs/``) or else
+  the run folder's parent.
+  """
+  names = [r.name for r in records]
+  out = []
+  for r in records:
+    if names.count(r.name) == 1:
+      out.append(r.name)
+      continue
+    parent = r.path.resolve().parent
+    if parent.name == RUNS:
+      parent = parent.parent
+    out.append(f"{parent.name}/{r.path.name}")
+  return _unique(out)
+
+
+def runs_table(run_dirs: Sequence[str | os.PathLike]
+               ) -> tuple[list[str], list[dict[str, Any]]]:
+  """One row per run: its name, the config values that differ, its results.
+
+  Args:
+    run_dirs: run folders, or folders holding ``runs/`` (see
+      :func:`run_folders`).
+
+  Returns:
+    ``(columns, rows)``: the column keys in order, ``"run"`` first, then the
+    dotted config keys (:func:`flatten`) whose values are not the same in
+    every run (a key a run lacks counts as None), then those of
+    :data:`TABLE_QUANTITIES` that some run has; and a dict per run, by
+    column key, holding the values as read (numbers, strings, None).
+
+  Raises:
+    ValueError: if a path is not a run folder, or no run is found.
+  """
+  records = [results.load_run(d) for d in run_folders(run_dirs)]
+  configs = [flatten(r.config) for r in records]
+  keys = [k for k in dict.fromkeys(k for c in configs for k in c)
+          if k != "name"]
+  differ = [k for k in keys
+            if any(c.get(k) != configs[0].get(k) for c in configs)]
+  finals = [final_quantities(r) for r in records]
+  quantities = [k for k in TABLE_QUANTITIES
+                if any(not _missing(f.get(k)) for f in finals)]
+  rows = []
+  for label, c, f in zip(_labels(records), configs, finals):
+    rows.append({"run": label, **{k: c.get(k) for k in differ},
+                 **{k: f.get(k) for k in quantities}})
+  return ["run"] + differ + quantities, rows
+
+
+def text_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], *,
+               digits: int = 4) -> str:
+  """A fixed-width text table: headers, a rule, a line per row.
+
+  Cells are :func:`format_value` (``digits`` significant digits, missing
+  values as "–"); columns of numbers are right-aligned, others left.
+  """
+  cells = [[format_value(r.get(k), digits) for k in columns] for r in rows]
+  widths = [max([len(k)] + [len(line[i]) for line in cells])
+            for i, k in enumerate(columns)]
+  right = [all(_missing(r.get(k)) or (isinstance(r.get(k), numbers.Real)
+                                      and not isinstance(r.get(k), bool))
+               for r in rows) for k in columns]
+
+  def line(values):
+    return "  ".join(v.rjust(w) if r else v.ljust(w)
+                     for v, w, r in zip(values, widths, right)).rstrip()
+
+  head = line(list(columns))
+  return "\n".join([head, "-" * len(head)] + [line(c) for c in cells])
