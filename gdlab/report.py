@@ -5,7 +5,9 @@ Contract: :func:`run_report` and :func:`compare` read run folders
 into a ``plots/`` folder and a ``report.md`` beside it that embeds them by
 relative links, so the folder can be moved, archived or browsed as it is.
 Both return the path of ``report.md`` and rewrite it whole (atomically) on
-every call.
+every call.  :func:`compare` also writes ``report.html``, the same report as
+one self-contained page (figures inlined as base64 PNG) that a browser opens
+from the file system.
 
 The final quantities of a run (:func:`final_quantities`) come from its
 ``summary.json``, looked up at the top level and one level down (so a
@@ -32,10 +34,12 @@ import numpy as np
 
 from gdlab import data
 from gdlab import plots
+from gdlab import report_html
 from gdlab import results
 
 MISSING = "–"
 REPORT = "report.md"
+REPORT_HTML = "report.html"
 RUNS = "runs"
 
 RUN_COLUMNS = (
@@ -66,6 +70,18 @@ SUMMARY_ROWS = (
 TABLE_QUANTITIES = ("train_loss", "test_loss", "train_accuracy",
                     "test_accuracy", "stop_reason", "steps", "epochs",
                     "compile_time", "run_time")
+# The config values the setup line of a comparison names, where every run
+# shares them (dotted keys, see flatten), with their labels.
+SETUP_KEYS = (
+    ("data.name", "data"),
+    ("model.kind", "model"),
+    ("model.hidden", "hidden"),
+    ("model.activation", "activation"),
+    ("loss.name", "loss"),
+    ("train.regime.kind", "regime"),
+    ("train.regime.batch_size", "batch size"),
+    ("train.stop.max_epochs", "max epochs"),
+)
 VERSION_KEYS = ("gdlab", "jax", "jaxlib", "python", "backend", "device",
                 "device_count", "git_commit")
 
@@ -292,10 +308,42 @@ def _unique(names: Sequence[str]) -> list[str]:
   return out
 
 
+def _folder_name(folder: Path) -> str | None:
+  """The name in an experiment's or sweep's ``gdlab.json``, if it has one."""
+  try:
+    marker = results.read_marker(folder)
+  except (OSError, ValueError):
+    return None
+  if isinstance(marker, Mapping) and marker.get("kind") != "run":
+    name = marker.get("name")
+    return name if isinstance(name, str) and name else None
+  return None
+
+
+def _setup(configs: Sequence[Mapping[str, Any]],
+           differ: Sequence[str]) -> str | None:
+  """The setup line: the :data:`SETUP_KEYS` values that every run shares."""
+  parts = [f"{label} {format_value(configs[0].get(k))}"
+           for k, label in SETUP_KEYS
+           if k not in differ and not _missing(configs[0].get(k))]
+  if not parts:
+    return None
+  return f"**Setup** (shared by every run): {', '.join(parts)}."
+
+
 def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
             out_dir: str | os.PathLike, title: str | None = None, *,
-            extra_sections: Sequence[Section | tuple] = ()) -> Path:
+            extra_sections: Sequence[Section | tuple] = (),
+            question: str | None = None,
+            description: str | None = None) -> Path:
   """Writes overlaid figures and a comparison table of several runs.
+
+  The report opens with the title, the question and description when given,
+  and a setup line naming the config values (:data:`SETUP_KEYS`) that every
+  run shares.  The table has a row per run: its final quantities
+  (:data:`RUN_COLUMNS`), then a column per config key whose value differs
+  between the runs (as in :func:`runs_table`).  ``report.html`` beside
+  ``report.md`` holds the same report as one self-contained page.
 
   Figures (in ``out_dir/plots/``): ``loss_steps.png``, ``loss_epochs.png``
   (training loss, and test loss dashed where present), ``loss_grad_evals.png``
@@ -306,11 +354,15 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   Args:
     run_dirs: run folders (or records already loaded).
     out_dir: where to write ``report.md`` and ``plots/``.
-    title: the report's title.
+    title: the report's title (default: the name in ``out_dir``'s
+      ``gdlab.json`` when it is an experiment or sweep folder, else
+      "Comparison of N runs").
     extra_sections: :class:`Section` records, or ``(title, markdown, images)``
       tuples, appended after the standard figures; experiment-specific
       analyses add their own figures this way.  Images are paths (absolute
       or relative to the working directory), linked relative to ``out_dir``.
+    question: the question the runs answer, shown under the title.
+    description: Markdown text shown under the question.
 
   Returns:
     The path of ``report.md``.
@@ -348,9 +400,19 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   if _has(records, "step_size"):
     figs.append(("Step sizes", plots.step_sizes(runs, out / "step_sizes.png")))
 
-  rows = [dict(final_quantities(r), name=n) for n, r in runs.items()]
-  lines = [f"# {title or f'Comparison of {len(records)} runs'}", "",
-           markdown_table(rows, RUN_COLUMNS), "", "## Figures", ""]
+  configs = [flatten(r.config) for r in records]
+  differ = _differing(configs)
+  rows = [{**final_quantities(r), "name": n, **{k: c.get(k) for k in differ}}
+          for (n, r), c in zip(runs.items(), configs)]
+  title = title or _folder_name(out_dir) or \
+      f"Comparison of {len(records)} runs"
+  lines = [f"# {title}", ""]
+  lines += [f"**Question:** {question.strip()}", ""] if question else []
+  lines += [description.strip(), ""] if description else []
+  setup = _setup(configs, differ)
+  lines += [setup, ""] if setup else []
+  lines += [markdown_table(rows, list(RUN_COLUMNS) + [(k, k) for k in differ]),
+            "", "## Figures", ""]
   lines += _figures(figs, out_dir)
   for sec in extra_sections:
     sec = Section(*sec)
@@ -364,6 +426,8 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
                                for n, r in runs.items()] + [""]
   report = out_dir / REPORT
   results.atomic_write(report, "\n".join(lines))
+  results.atomic_write(out_dir / REPORT_HTML,
+                       report_html.html_page(title, "\n".join(lines), out_dir))
   return report
 
 
@@ -400,6 +464,17 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     else:
       out[f"{prefix}{k}"] = v
   return out
+
+
+def _differing(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+  """The keys (but ``name``) whose values are not the same in every config.
+
+  A key a config lacks counts as None; keys keep their first-seen order.
+  """
+  keys = [k for k in dict.fromkeys(k for c in configs for k in c)
+          if k != "name"]
+  return [k for k in keys
+          if any(c.get(k) != configs[0].get(k) for c in configs)]
 
 
 def _labels(records: Sequence[results.RunRecord]) -> list[str]:
@@ -441,10 +516,7 @@ def runs_table(run_dirs: Sequence[str | os.PathLike]
   """
   records = [results.load_run(d) for d in run_folders(run_dirs)]
   configs = [flatten(r.config) for r in records]
-  keys = [k for k in dict.fromkeys(k for c in configs for k in c)
-          if k != "name"]
-  differ = [k for k in keys
-            if any(c.get(k) != configs[0].get(k) for c in configs)]
+  differ = _differing(configs)
   finals = [final_quantities(r) for r in records]
   quantities = [k for k in TABLE_QUANTITIES
                 if any(not _missing(f.get(k)) for f in finals)]

@@ -315,7 +315,9 @@ def _run_experiment(exp, out: Path, runs, *, writer, smoke, resume,
     interrupts.check()
     sections = analyses.run(exp, out, run_dirs, smoke=smoke)
   finished = [d for d in run_dirs if (d / results.SUMMARY).exists()]
-  report.compare(finished, out, title=exp.name, extra_sections=sections)
+  report.compare(finished, out, title=exp.name, extra_sections=sections,
+                 question=exp.question or None,
+                 description=exp.description or None)
   if not interrupted and progress_lib.options(progress).show is not False:
     # The comparison table of report.md, on standard output.
     rows = [report.final_quantities(results.load_run(d)) for d in finished]
