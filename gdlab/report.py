@@ -400,7 +400,7 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   if _has(records, "step_size"):
     figs.append(("Step sizes", plots.step_sizes(runs, out / "step_sizes.png")))
 
-  configs = [flatten(r.config) for r in records]
+  configs = [results.flatten(r.config) for r in records]
   differ = _differing(configs)
   rows = [{**final_quantities(r), "name": n, **{k: c.get(k) for k in differ}}
           for (n, r), c in zip(runs.items(), configs)]
@@ -455,17 +455,6 @@ def run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
   return dirs
 
 
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """A nested config as one level of dotted keys: ``{"optimizer.name": ...}``."""
-  out = {}
-  for k, v in config.items():
-    if isinstance(v, Mapping) and v:
-      out.update(flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def _differing(configs: Sequence[Mapping[str, Any]]) -> list[str]:
   """The keys (but ``name``) whose values are not the same in every config.
 
@@ -515,7 +504,7 @@ def runs_table(run_dirs: Sequence[str | os.PathLike]
     ValueError: if a path is not a run folder, or no run is found.
   """
   records = [results.load_run(d) for d in run_folders(run_dirs)]
-  configs = [flatten(r.config) for r in records]
+  configs = [results.flatten(r.config) for r in records]
   differ = _differing(configs)
   finals = [final_quantities(r) for r in records]
   quantities = [k for k in TABLE_QUANTITIES

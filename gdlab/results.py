@@ -56,6 +56,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -766,13 +767,15 @@ def clean_temporaries(folder: str | os.PathLike) -> None:
       p.unlink()
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flat(v, f"{prefix}{k}."))
-    return out
-  return {prefix[:-1]: tree}
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """A nested config as one level of dotted keys: ``{"optimizer.name": ...}``."""
+  out = {}
+  for k, v in config.items():
+    if isinstance(v, Mapping) and v:
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
 
 
 def check_resume(run_dir: str | os.PathLike, cfg: config_lib.RunConfig,
@@ -804,8 +807,8 @@ def check_resume(run_dir: str | os.PathLike, cfg: config_lib.RunConfig,
         f"--resume: {str(run_dir / CONFIG)!r} was changed after the run "
         f"started (its fingerprint in {MARKER} differs); gdlab resumes only "
         f"the config a run started with.")
-  old = _flat(_read_config(run_dir))
-  new = _flat(config_lib.read_yaml(config_lib.dump(cfg)))
+  old = flatten(_read_config(run_dir))
+  new = flatten(config_lib.read_yaml(config_lib.dump(cfg)))
   changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
   unsafe = [k for k in changed if k not in SAFE_CHANGES]
   if changed and (unsafe or not allow_changes):
