@@ -78,6 +78,21 @@ def _resume_point(run_dir: Path, p: build.Problem, key):
   return carry, history
 
 
+def _budget_grew(carry: loop.Carry, criteria: stopping.Criteria,
+                 changed: list[str]) -> bool:
+  """Whether the budget a run stopped on was raised past what it spent.
+
+  Only then does it go on: a changed chunk size, or another budget, leaves a
+  finished run as it was.
+  """
+  reason = stopping.reason_name(carry.stop.reason)
+  if reason not in stopping.BUDGETS or f"train.stop.{reason}" not in changed:
+    return False
+  spent = {"max_epochs": carry.epoch, "max_steps": carry.step,
+           "max_grad_evals": carry.grad_evals}[reason]
+  return getattr(criteria, reason) > int(loop.to_host(spent))
+
+
 def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
         smoke: bool = False, resume: bool = False,
         allow_changes: bool = False, progress: bool | None = None,
@@ -123,7 +138,8 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
   mesh = (parallel.data_mesh(cfg.train.devices)
           if cfg.train.devices is not None or jax.process_count() > 1
           else None)
-  digest = results.data_sha256(p.data)
+  # The data's fingerprint, for the folder (hashed on the host): writer only.
+  digest = results.data_sha256(p.data) if writer else None
   changed = []
   if resume and writer:
     changed = results.check_resume(run_dir, cfg, digest,
@@ -133,10 +149,8 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
     carry = history = None
     if resume:
       carry, history = _resume_point(run_dir, p, key)
-    if carry is not None and changed and stopping.reason_name(
-        carry.stop.reason) in stopping.BUDGETS:
-      # A larger budget: a run that stopped on its budget goes on (and stops
-      # at once, at the next check, if the new budget is spent too).
+    if carry is not None and _budget_grew(carry, cfg.train.stop, changed):
+      # A run that stopped on the budget it now has more of goes on.
       carry = carry._replace(stop=carry.stop._replace(
           reason=jnp.zeros_like(carry.stop.reason)))
     if writer:

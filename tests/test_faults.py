@@ -200,7 +200,14 @@ def test_resume_with_another_config_is_refused(tmp_path, finished, change,
 def test_resume_allows_a_larger_budget_when_asked(tmp_path, finished):
   cfg, src = finished
   folder = _copy(src, tmp_path / "run")
-  more = config.apply_overrides(cfg, {"train.stop.max_epochs": 6})
+  # A changed chunk size leaves the finished run as it was.
+  state = results.read_checkpoint(folder).state
+  rechunked = config.apply_overrides(cfg, {"train.chunk_epochs": 3})
+  run.run(rechunked, folder, resume=True, allow_changes=True, plots=False)
+  assert results.read_checkpoint(folder).state == state
+  assert results.load_run(folder).summary["epochs"] == 4
+  more = config.apply_overrides(rechunked, {"train.stop.max_epochs": 6,
+                                            "train.chunk_epochs": 2})
   _refused(lambda: run.run(more, folder, resume=True, plots=False),
            "pass --allow-changes", folder)
   result = run.run(more, folder, resume=True, allow_changes=True,
