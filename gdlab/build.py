@@ -224,7 +224,8 @@ class Problem(NamedTuple):
   optimizer: optax.GradientTransformation
   criteria: stopping.Criteria
   regime: Regime
-  record_params: bool          # log every iterate (2-D test functions)
+  record_params: bool          # log every iterate (2-D test functions,
+                               # or train.record_params)
 
 
 def problem(cfg: config_lib.RunConfig, smoke: bool = False) -> Problem:
@@ -237,7 +238,8 @@ def problem(cfg: config_lib.RunConfig, smoke: bool = False) -> Problem:
   return Problem(
       data=data, dataset=ds, objective=objective(cfg, ds),
       optimizer=run_optimizer(cfg), criteria=cfg.train.stop,
-      regime=cfg.train.regime, record_params=is_function_problem(cfg))
+      regime=cfg.train.regime,
+      record_params=is_function_problem(cfg) or cfg.train.record_params)
 
 
 def run_optimizer(cfg: config_lib.RunConfig):

@@ -39,6 +39,7 @@ from gdlab import report
 from gdlab import results
 from gdlab import run as run_lib
 from gdlab import sweep
+from gdlab import tensorboard
 from gdlab.config import ConfigError
 
 
@@ -251,10 +252,17 @@ def _load(args):
   sets = config_lib.parse_sets(args.set)
   if getattr(args, "devices", None) is not None:
     sets["train.devices"] = args.devices
+  if getattr(args, "tensorboard", None) is not None:
+    sets["train.tensorboard"] = args.tensorboard
   analyses.check(exp)
   for cfg in config_lib.resolve_runs(exp, smoke=getattr(args, "smoke", False),
                                      sets=sets):
     _check_names(cfg)
+    if cfg.train.tensorboard is not None:
+      try:
+        tensorboard.require(tensorboard.CONFIG_KEY)
+      except ImportError as e:
+        raise UsageError(str(e)) from None
   return exp, sets
 
 
@@ -284,7 +292,9 @@ def _cmd_run(args) -> int:
     raise UsageError("--allow-changes: expected with --resume; got it "
                      "alone.")
   again = (f"gdlab run {args.config} --out {out} --resume" +
-           "".join(f" --set {s}" for s in args.set or []))
+           "".join(f" --set {s}" for s in args.set or []) +
+           (f" --tensorboard {args.tensorboard}"
+            if getattr(args, "tensorboard", None) else ""))
   try:
     with interrupts.deferred(f"{out} is valid up to its last checkpoint; "
                              f"continue with: {again}", hard_exit=True):
@@ -441,12 +451,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "runs/<name>-<kind>-<time>)")
     p.add_argument("--smoke", action="store_true",
                    help="shrink the experiment to run in seconds")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="also write TensorBoard event files, one folder per "
+                   "run, DIR/<run name> (needs the extra: pip install "
+                   "\"gdlab[tensorboard]\"; same as --set "
+                   "train.tensorboard=DIR)")
 
   p = sub.add_parser(
       "run", help="run an experiment",
       description="Run every variant of an experiment and write a results "
-      "folder: runs/<variant>/ (config.yaml, metrics.jsonl, summary.json, "
-      "checkpoint, plots) and a comparison report.md with plots.")
+      "folder: runs/<variant>/ (config.yaml, metrics.jsonl, steps.npz, "
+      "summary.json, checkpoint, plots) and a comparison report.md with "
+      "plots.")
   add_config_args(p)
   p.add_argument("--resume", action="store_true",
                  help="continue an interrupted run in --out (refused if the "

@@ -79,6 +79,7 @@ import yaml
 
 from gdlab.data.batching import Regime
 from gdlab.stopping import Criteria
+from gdlab.tracking import Track
 
 
 class ConfigError(ValueError):
@@ -166,6 +167,9 @@ FOREIGN_BOUNDS: dict[type, dict[str, Bounds]] = {
     Regime: {"batch_size": counter(1)},
     Criteria: {name: counter(1) for name in ("max_epochs", "max_steps",
                                             "max_grad_evals", "patience")},
+    Track: {**{name: counter(1) for name in ("every", "subset", "num_iters",
+                                             "num_samples")},
+            "seed": SEED},
 }
 
 
@@ -309,7 +313,21 @@ class TrainConfig:
   experiment evaluates every epoch unless it says otherwise: its figures
   draw per-epoch curves.  ``step_metrics``: ``all`` logs each step's
   gradient and update norms, ``loss`` skips them for speed (see
-  ``gdlab.loop.make_plan``).
+  ``gdlab.loop.make_plan``).  ``record_params``: log every step's
+  parameters (flattened) into the run folder's ``trajectory.json``, as
+  runs on a 2-D test function always do; meant for small models (a row of
+  all the parameters a step; sweeps do not log them).
+
+  ``track``: quantities logged every few epochs (a
+  :class:`~gdlab.tracking.Track`: ``metrics``, ``every``, ``subset``,
+  ``num_iters``, ...; a list is its ``metrics``), e.g. ``track: {metrics:
+  [sharpness], every: 5}``; ``null`` tracks nothing.  Single runs only: a
+  sweep refuses it.
+
+  ``tensorboard``: a folder to also write TensorBoard event files into,
+  one sub-folder per run, ``<tensorboard>/<run name>`` (a relative path
+  from the working directory; ``gdlab.tensorboard``, an optional extra);
+  ``null`` writes none.
   """
   regime: Regime = Regime()
   stop: Criteria = Criteria()
@@ -319,6 +337,9 @@ class TrainConfig:
   devices: int | None = _bounded(None, counter(1))
   eval_every: int | str = _bounded(1, counter(1))
   step_metrics: str = "all"
+  track: Track | None = None
+  record_params: bool = False
+  tensorboard: str | None = None
 
   def __post_init__(self):
     if isinstance(self.regime, str):
@@ -333,6 +354,12 @@ class TrainConfig:
     check_limits(self)
     check_limits(self.regime, "regime.")
     check_limits(self.stop, "stop.")
+    if self.track is not None:
+      check_limits(self.track, "track.")
+    if isinstance(self.tensorboard, str) and (
+        not self.tensorboard.strip() or "\0" in self.tensorboard):
+      raise ConfigError(f"tensorboard: expected a folder path (a non-empty "
+                        f"string) or null; got {short(self.tensorboard)}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,7 +386,8 @@ class RunConfig:
 # The analyses of gdlab.analyses, by the name an experiment's ``analysis``
 # key gives (gdlab.analyses registers exactly these).
 ANALYSES = ("closed_form", "gradcheck", "seed_spread", "subgradient_bound",
-            "surface")
+            "surface", "landscape", "edge_of_stability", "step_size",
+            "mnist1d", "methods", "noise_scale")
 # Seeds of a seed sweep under --smoke: the first this many of sweep.seed.
 SMOKE_SEEDS = 5
 
@@ -523,6 +551,9 @@ def _coerce(key: str, value: Any, tp) -> Any:
   """Checks ``value`` against the annotation ``tp``; returns it normalised."""
   origin = typing.get_origin(tp)
   if origin in (Union, types.UnionType):
+    sections = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+    if value is not None and len(sections) == 1:  # an optional section
+      return _coerce(key, value, sections[0])
     for arg in typing.get_args(tp):
       try:
         return _coerce(key, value, arg)
@@ -556,6 +587,8 @@ def _coerce(key: str, value: Any, tp) -> Any:
   elif dataclasses.is_dataclass(tp):
     if tp is Regime and isinstance(value, str):
       value = {"kind": value}
+    if tp is Track and isinstance(value, (str, list)):
+      value = {"metrics": [value] if isinstance(value, str) else value}
     if isinstance(value, dict):
       return from_dict(tp, value, prefix=key)
     if isinstance(value, tp):
@@ -667,6 +700,13 @@ def _set(tree: dict, cls, key: str, value: Any, prefix: str = "") -> None:
   hint = _hints(cls)[head]
   full = f"{prefix}{head}"
   if rest:
+    # An optional section (``train.track``): switched off, it starts from
+    # its defaults.
+    section = next((t for t in typing.get_args(hint)
+                    if dataclasses.is_dataclass(t)), hint)
+    if section is not hint and tree[head] is None:
+      tree[head] = to_dict(section())
+    hint = section
     if not dataclasses.is_dataclass(hint):
       raise ConfigError(f"{prefix}{key}: {full} has no sub-keys; it takes "
                         f"{_type_name(hint)}.")

@@ -56,7 +56,10 @@ class History:
     epochs: per epoch: ``epoch``, ``step``, ``fun_evals`` and ``grad_evals``
       (cumulative), ``train_loss``, ``test_loss``, ``train_accuracy``,
       ``test_accuracy`` (NaN where they do not apply) and ``time`` (seconds of
-      running since the start, spread evenly over the epochs of a chunk).
+      running since the start, spread evenly over the epochs of a chunk);
+      with ``fit(..., track=...)`` also the tracked quantities
+      (``sharpness``, ...; ``gdlab.tracking``), NaN on the epochs not
+      tracked.
     stop_reason: why the run stopped (``gdlab.stopping.REASONS``, or
       ``"interrupted"``).
     compile_time: seconds spent compiling.

@@ -42,6 +42,7 @@ from gdlab import compilation_cache
 from gdlab import interrupts
 from gdlab import progress as progress_lib
 from gdlab import stopping
+from gdlab import tracking
 from gdlab import train
 from gdlab.data import batching
 from gdlab.data import validation
@@ -325,6 +326,25 @@ def _flat(params) -> Array:
                           jax.tree_util.tree_leaves(params)])
 
 
+def _all_finite(tree) -> Array:
+  """``gdlab.stopping.all_finite``'s test, one matrix-vector product a leaf.
+
+  Each leaf, as a matrix (its last axis the columns), times a vector of
+  zeros: a finite entry adds 0 and an infinite or NaN one NaN, so the
+  product is finite exactly when the leaf is.  The backend's matrix-vector
+  kernel makes it one vectorised pass over the leaf, where XLA's CPU
+  backend runs ``sum(x * 0)`` as a slower loop on the step's critical path.
+  """
+  finite = jnp.asarray(True)
+  for x in jax.tree_util.tree_leaves(tree):
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact) or x.size == 0:
+      continue  # integers are finite
+    m = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    finite &= jnp.isfinite(jnp.sum(m @ jnp.zeros(m.shape[-1], m.dtype)))
+  return finite
+
+
 def take_step(pc: Pieces, c: Carry, batch, point: Point | None):
   """One update, applied unless it diverged; its metrics."""
   plan = pc.plan
@@ -338,7 +358,7 @@ def take_step(pc: Pieces, c: Carry, batch, point: Point | None):
     # before).
     finite = jnp.isfinite(m["update_norm"])
   else:
-    finite = stopping.all_finite(updates)
+    finite = _all_finite(updates)
   diverged, stop = stopping.check(
       plan.criteria, c.stop, loss=m["loss"],
       grad_norm=m["grad_norm"] if plan.norms else None,
@@ -643,7 +663,9 @@ def clear_programs() -> None:
 def drive(program, carry: Carry, data: Data, numbers: dict,
           histories: list[History], *, batched: bool = False,
           on_chunk: Callable[[Carry, list[History]], None] | None = None,
-          bar: progress_lib.Progress | None = None) -> tuple[Carry, bool]:
+          bar: progress_lib.Progress | None = None,
+          measure: Callable[[Carry, dict], dict] | None = None
+          ) -> tuple[Carry, bool]:
   """Calls the chunk program until every run has stopped.
 
   Args:
@@ -657,6 +679,9 @@ def drive(program, carry: Carry, data: Data, numbers: dict,
     bar: a progress display, updated after every chunk, on the host, with
       the runs' last epoch and what ``gdlab.progress.describe`` says of
       them.
+    measure: ``(carry, epoch rows) -> epoch rows``, called on the host
+      after every chunk of a single run, before its rows join the history:
+      adds the tracked columns (``gdlab.tracking.record``).
 
   Returns:
     ``(carry, interrupted)``; ``histories`` is updated in place.  After a
@@ -666,6 +691,9 @@ def drive(program, carry: Carry, data: Data, numbers: dict,
     ``interrupted`` is true.
   """
   n = len(histories)
+  if measure is not None and batched:
+    raise ValueError("measure: tracks a single run; got a batched carry "
+                     "(a sweep).")
 
   def reasons(c):
     r = np.asarray(to_host(c.stop.reason))
@@ -675,7 +703,7 @@ def drive(program, carry: Carry, data: Data, numbers: dict,
     while np.any(reasons(carry) == stopping.RUNNING):
       interrupts.check()
       carry = _one_chunk(program, carry, data, numbers, histories, batched,
-                         reasons)
+                         reasons, measure)
       if bar is not None:
         bar.update(*progress_lib.describe(histories))
       if on_chunk is not None:
@@ -689,12 +717,15 @@ def drive(program, carry: Carry, data: Data, numbers: dict,
   return carry, False
 
 
-def _one_chunk(program, carry, data, numbers, histories, batched, reasons):
+def _one_chunk(program, carry, data, numbers, histories, batched, reasons,
+               measure=None):
   """Runs one chunk and appends its rows to the histories."""
   t0 = time.perf_counter()
   new_carry, epochs, steps = program(carry, data, numbers)
   epochs, steps = to_host((epochs, steps))
   seconds = time.perf_counter() - t0
+  if measure is not None:  # not training time: outside run_time
+    epochs = measure(new_carry, epochs)
   codes = reasons(new_carry)
   for i, h in enumerate(histories):
     pick = ((lambda d, i=i: {k: v[i] for k, v in d.items()}) if batched
@@ -747,7 +778,8 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
         mesh: Mesh | None = None,
         eval_every: int | str = "auto",
         step_metrics: str = "all",
-        check_finite: bool = True) -> FitResult:
+        check_finite: bool = True,
+        track: tracking.Track | str | list[str] | None = None) -> FitResult:
   """Trains ``objective`` with ``optimizer``, compiled, until a criterion holds.
 
   The compiled program is kept: a later ``fit`` with the same structure
@@ -795,6 +827,13 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
     eval_every, step_metrics: what to log, and how often (see
       :func:`make_plan`).
     check_finite: reject data holding NaN or inf; ``False`` trains on them.
+    track: quantities to compute every few epochs between chunks, on device
+      (``gdlab.tracking``): a ``gdlab.tracking.Track``, or names of
+      ``gdlab.tracking.METRICS`` (``"sharpness"``, ``"hessian_trace"``,
+      ``"noise_scale"``) tracked every epoch.  They are
+      logged as epoch columns of the history, NaN on the epochs not
+      tracked; the chunk size is cut to a divisor of ``track.every``
+      (``gdlab.tracking.chunk_epochs``).  ``None``: nothing.
 
   Returns:
     A :class:`FitResult`.  A run interrupted by Ctrl-C (SIGINT) or SIGTERM,
@@ -817,6 +856,9 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
   if chunk_epochs is None:
     chunk_epochs = default_chunk_epochs(criteria.max_epochs,
                                         regime.steps_per_epoch(n_train))
+  track = tracking.as_track(track)
+  if track is not None:
+    chunk_epochs = tracking.chunk_epochs(chunk_epochs, track.every)
   plan, numbers = make_plan(
       objective, optimizer, regime, criteria, n_train=n_train, engine=engine,
       chunk_epochs=chunk_epochs, has_test=data.x_test is not None,
@@ -833,6 +875,11 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
     carry = own_buffers(carry, copy=True)
   carry = replicate(carry, mesh)
   history = history or empty_history()
+  measure = None
+  if track is not None:
+    tracking.pad_history(history, track)
+    measure = functools.partial(tracking.record, tracking.tracker(
+        track, objective, data.x_train, data.y_train, engine))
   # Ctrl-C during the compilation or a chunk stops at the chunk's end.
   with interrupts.deferred():
     program, seconds = compiled_chunk(plan, carry, data, numbers)
@@ -847,7 +894,7 @@ def fit(objective: Objective, optimizer: optax.GradientTransformation,
                                                                     hs[0]))
     try:
       carry, interrupted = drive(program, carry, data, numbers, histories,
-                                 on_chunk=wrapped, bar=bar)
+                                 on_chunk=wrapped, bar=bar, measure=measure)
     except BaseException:
       bar.close()
       raise

@@ -21,8 +21,16 @@ close: one nobody holds is freed like any other object.
 Figures that belong to one analysis live with it in ``gdlab.analyses``
 (the subgradient method's ``f_best - f*``, the gradient-check table), follow
 the same contract and use the helpers here (:class:`InlineFigure`,
-:func:`run_colour`, :func:`named_runs`, :func:`place_legend`,
-:func:`mark_no_data`, :func:`finish`, :func:`save_png`).
+:func:`run_colour`, :func:`run_colours` and :func:`colour_bar`,
+:func:`run_labels`, :func:`named_runs`, :func:`place_legend`,
+:func:`mark_diverged`, :func:`mark_no_data`, :func:`ema`, :func:`finish`,
+:func:`save_png`).
+
+Figures read at a glance: every axes has a title and labelled axes; legends
+sit outside the data; a sweep is coloured by its swept value with a colour
+bar; a diverged run is marked where it left instead of setting the
+y-range; stochastic per-step losses are an EMA over a faint raw trace;
+categories (seeds) are categorical axes (:func:`strip`).
 
 Inputs:
 
@@ -40,29 +48,36 @@ Inputs:
 * Non-finite values are skipped, not drawn: NaN marks a metric that does not
   apply (no test set), an infinity a diverged step.  A run whose summary says
   ``stop_reason == "diverged"``, or whose series ends in an infinity, gets an
-  ``x`` on its last finite point and "(diverged)" in its legend entry.
+  ``x`` on its last finite point (a triangle on the top edge when that point
+  is above the y-range the other runs set) and "(diverged)" in its legend
+  entry.
+* Legends sit outside the axes, on their right (:func:`place_legend`).
 * ``log_y="auto"`` (and ``log_x``) picks a log axis when the finite values are
-  all positive and span more than two decades.
+  all positive and span more than a decade.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib import cm
 from matplotlib import colormaps
 from matplotlib import colors as mcolors
 from matplotlib import ticker
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from scipy import signal
 
 from gdlab import data
+from gdlab import results
 
 X_AXES = ("step", "epoch", "grad_evals", "fun_evals", "time")
 LABELS = {
@@ -111,7 +126,7 @@ def _check_auto(name: str, value) -> None:
     raise ValueError(f"{name}: expected True, False or 'auto'; got {value!r}.")
 
 
-def _wants_log(arrays, setting, decades: float = 2.0) -> bool:
+def _wants_log(arrays, setting, decades: float = 1.0) -> bool:
   """The log-axis rule of the module docstring, or ``setting`` if a bool."""
   if setting != "auto":
     return bool(setting)
@@ -148,22 +163,39 @@ def finish(fig: Figure, path) -> Figure | Path:
   return fig if path is None else save_png(fig, path)
 
 
-def place_legend(ax) -> None:
-  """A legend inside the axes, or to their right when it is long.
+def _wrap(label: str, width: int = 26) -> str:
+  """A long legend label on two lines, broken before its parenthesis."""
+  head, sep, tail = label.partition(" (")
+  return f"{head}\n({tail}" if sep and len(label) > width else label
+
+
+def place_legend(ax, *, below: bool = False, **kwargs) -> None:
+  """A legend outside the axes, on their right, so it never covers data.
+
+  With ``below``, under the axes instead (where a colour bar holds their
+  right).
 
   Past 40 entries (a large sweep) a legend would crowd out the axes; the
-  figure then says how many runs it overlays instead.
+  figure then says how many runs it overlays instead.  Labels longer than
+  26 characters break before their parenthesis.  ``kwargs`` go to
+  ``ax.legend`` (``handles``, ``labels``, ``title``, ...).
   """
-  handles = ax.get_legend_handles_labels()[0]
+  handles, labels = ax.get_legend_handles_labels()
+  if kwargs.get("handles") is not None:
+    handles = list(kwargs.pop("handles"))
+    labels = [h.get_label() for h in handles]
+  labels = [_wrap(t) for t in kwargs.pop("labels", None) or labels]
   if len(handles) > 40:
     ax.text(0.99, 0.99, f"{len(handles)} runs", ha="right", va="top",
             transform=ax.transAxes, fontsize="small", color="gray")
-  elif len(handles) > 8:
-    ax.legend(fontsize="x-small" if len(handles) > 16 else "small",
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
-              ncols=1 + len(handles) // 20)
   elif handles:
-    ax.legend(fontsize="small")
+    where = ({"loc": "upper center", "bbox_to_anchor": (0.5, -0.14),
+              "ncols": min(len(handles), 3)} if below else
+             {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0),
+              "ncols": 1 + len(handles) // 20})
+    ax.legend(handles, labels, **{
+        "fontsize": "x-small" if len(handles) > 16 else "small",
+        "borderaxespad": 0, **where, **kwargs})
 
 
 def mark_no_data(ax, what: str) -> None:
@@ -175,6 +207,147 @@ def mark_no_data(ax, what: str) -> None:
 def _diverged(run) -> bool:
   summary = getattr(run, "summary", None) or {}
   return summary.get("stop_reason") == "diverged"
+
+
+def shares_program(run) -> bool:
+  """Whether ``run`` ran as one of several vmapped runs of one program.
+
+  Such runs (a sweep's groups, ``sweep_group_size`` in their summary) share
+  one wall time: a time axis says nothing about any one of them.
+  """
+  summary = getattr(run, "summary", None) or {}
+  return int(summary.get("sweep_group_size") or 1) > 1
+
+
+def _number(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _config(run) -> dict[str, Any]:
+  config = getattr(run, "config", None)
+  return results.flatten(config) if isinstance(config, Mapping) else {}
+
+
+def differing(runs) -> list[str]:
+  """Dotted config keys (but ``name``) whose values differ between ``runs``.
+
+  As in a report's comparison table: a run without a ``config`` dict, or
+  a key its config lacks, counts as None.  Keys of the optimizer come
+  first, then the others in first-seen order.
+  """
+  configs = [_config(r) for r in named_runs(runs).values()]
+  if len(configs) < 2:
+    return []
+  keys = [k for k in dict.fromkeys(k for c in configs for k in c)
+          if k != "name" and any(c.get(k) != configs[0].get(k)
+                                 for c in configs)]
+  return sorted(keys, key=lambda k: not k.startswith("optimizer."))
+
+
+def _short(key: str) -> str:
+  return key.rsplit(".", 1)[-1]
+
+
+def _fmt(v) -> str:
+  return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+# The config sections whose numbers are hyperparameters worth a label.
+HYPERPARAMETERS = ("optimizer.", "loss.", "model.", "train.regime.", "seed")
+
+
+def _shown(values: list) -> list[bool]:
+  """Which runs' values of one key a label shows.
+
+  All of them where the values are all distinct or take three or more
+  values; else only those that differ from the most common value (a line
+  search's ``initial_step`` beside the runs that ignore it).
+  """
+  reprs = [repr(v) for v in values]
+  counts = {r: reprs.count(r) for r in reprs}
+  if len(counts) >= 3 or max(counts.values()) == 1:
+    return [True] * len(values)
+  mode = max(counts, key=counts.get)
+  return [r != mode for r in reprs]
+
+
+def run_labels(runs, max_keys: int = 3) -> dict[str, str]:
+  """Legend labels: each run's name and the hyperparameters that differ.
+
+  The numeric config values of :data:`HYPERPARAMETERS` that differ
+  (:func:`differing`, at most ``max_keys`` keys, see :func:`_shown`) are
+  added as ``name (learning_rate=0.2, batch_size=32)``, except those the
+  name already spells (a sweep's ``run[learning_rate=0.2]``).
+  """
+  runs = named_runs(runs)
+  configs = {n: _config(r) for n, r in runs.items()}
+  keys = [k for k in differing(runs) if k.startswith(HYPERPARAMETERS) and
+          any(_number(c.get(k)) for c in configs.values())][:max_keys]
+  parts = {n: [] for n in configs}
+  for k in keys:
+    values = [c.get(k) for c in configs.values()]
+    for (name, c), show in zip(configs.items(), _shown(values)):
+      text = f"{_short(k)}={_fmt(c.get(k))}"
+      if show and _number(c.get(k)) and text not in name:
+        parts[name].append(text)
+  return {n: f"{n} ({', '.join(p)})" if p else n for n, p in parts.items()}
+
+
+class Colours(NamedTuple):
+  """How a figure colours its runs: by run, or by a swept value.
+
+  ``colours`` maps each run's name to its colour; ``key`` is the swept
+  config key (None for colours by run) and ``mappable`` the
+  ``ScalarMappable`` of its colour bar.
+  """
+  colours: dict[str, Any]
+  key: str | None = None
+  mappable: cm.ScalarMappable | None = None
+  values: np.ndarray | None = None
+
+
+# A sequential map, without viridis' palest yellows (they vanish on white).
+_SWEEP_MAP = mcolors.ListedColormap(colormaps["viridis"](
+    np.linspace(0.0, 0.88, 256)), name="viridis_dark")
+
+
+def run_colours(runs, max_legend: int = 8) -> Colours:
+  """Colours by run (:func:`run_colour`), or by the swept value of a sweep.
+
+  Past ``max_legend`` runs, when a numeric config key (not the seed)
+  differs and every run has a number there, runs are coloured by that value
+  on a sequential map, on a log scale for a geometric grid or one spanning
+  more than two decades, with a colour bar instead of a legend; the runs of
+  one value (its seeds) share its colour.
+  """
+  runs = named_runs(runs)
+  if len(runs) > max_legend:
+    configs = {n: _config(r) for n, r in runs.items()}
+    for key in differing(runs):
+      vals = [c.get(key) for c in configs.values()]
+      if _short(key) == "seed" or not all(_number(v) for v in vals):
+        continue
+      v = np.asarray(vals, float)
+      uniq = np.unique(v)
+      log = bool(uniq[0] > 0 and (_geometric(uniq) or
+                                  uniq[-1] / uniq[0] > 100))
+      norm = (mcolors.LogNorm if log else mcolors.Normalize)(uniq[0],
+                                                            uniq[-1])
+      mappable = cm.ScalarMappable(norm=norm, cmap=_SWEEP_MAP)
+      return Colours({n: mappable.to_rgba(x) for n, x in zip(runs, v)},
+                     key, mappable, uniq)
+  return Colours({n: run_colour(i) for i, n in enumerate(runs)})
+
+
+def colour_bar(fig, ax, colours: Colours) -> None:
+  """The colour bar of a figure coloured by a swept value (else nothing)."""
+  if colours.mappable is None:
+    return
+  bar = fig.colorbar(colours.mappable, ax=ax, pad=0.02,
+                     label=_label(_short(colours.key)))
+  if len(colours.values) <= 12:
+    bar.set_ticks(colours.values, labels=[f"{v:g}" for v in colours.values])
+    bar.minorticks_off()
 
 
 def series(run, x: str, y: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -239,11 +412,138 @@ def envelope(xs: np.ndarray, ys: np.ndarray,
   return xs[keep], ys[keep]
 
 
+def ema(ys: np.ndarray, span: int) -> np.ndarray:
+  """The bias-corrected exponential moving average of ``ys``.
+
+  ``m_k = (1 - a) m_{k-1} + a y_k`` with ``m_0 = 0`` and ``a = 2 / (span +
+  1)``, returned as ``m_k / (1 - (1 - a)^k)`` (Adam's correction), so the
+  first values are the mean of the values so far rather than pulled to 0.
+  """
+  ys = np.asarray(ys, float)
+  a = 2.0 / (max(int(span), 1) + 1.0)
+  m = signal.lfilter([a], [1.0, a - 1.0], ys)
+  return m / -np.expm1(np.arange(1, len(ys) + 1) * np.log1p(-a))
+
+
+MIN_SPAN = 10
+
+
+def ema_span(run, n: int) -> int:
+  """The EMA span of a run's per-step series of ``n`` values.
+
+  One epoch's steps (the average of an epoch's batch losses estimates the
+  training loss), at most ``n // 100`` (a short run keeps its shape) and
+  at least :data:`MIN_SPAN`.
+  """
+  epochs = dict(getattr(run, "epochs", None) or {})
+  per_epoch = n
+  if "step" in epochs and len(epochs["step"]):
+    per_epoch = float(np.asarray(epochs["step"], float)[-1]) / len(
+        epochs["step"])
+  return int(max(MIN_SPAN, min(per_epoch, n // 100)))
+
+
+STOCHASTIC = ("sgd", "minibatch")
+
+
+def stochastic(run, ys: np.ndarray) -> bool:
+  """Whether a run's per-step values are noisy batch estimates.
+
+  A run whose config names its regime (``train.regime.kind``) is
+  stochastic for ``sgd`` and ``minibatch``; otherwise a series of 200 or
+  more values whose consecutive changes switch sign at more than 40% of the
+  steps is taken for one.
+  """
+  kind = _config(run).get("train.regime.kind", _config(run).get(
+      "train.regime"))
+  if isinstance(kind, str):
+    return kind in STOCHASTIC
+  d = np.diff(ys[np.isfinite(ys)])
+  return bool(d.size >= 200 and np.mean(np.sign(d[1:]) * np.sign(d[:-1]) < 0)
+              > 0.4)
+
+
+def _margin(lo: float, hi: float, log: bool) -> tuple[float, float]:
+  if log:
+    pad = (hi / lo) ** 0.06 if hi > lo else 2.0
+    return lo / pad, hi * pad
+  pad = 0.06 * (hi - lo) if hi > lo else 0.1 * abs(hi) or 1.0
+  return lo - pad, hi + pad
+
+
+def _finite(arrays, log: bool) -> np.ndarray:
+  vals = np.concatenate([np.ravel(a) for a in arrays] or [np.zeros(0)])
+  return vals[np.isfinite(vals) & ((vals > 0) if log else True)]
+
+
+def _limits(kept, blown, log: bool) -> tuple[float, float] | None:
+  """y-limits: the top from the ``kept`` arrays (all, if none), the bottom
+  from every array, with a margin."""
+  top = _finite(kept or blown, log)
+  every = _finite(list(kept) + list(blown), log)
+  if not top.size:
+    return None
+  return _margin(float(every.min()), float(top.max()), log)
+
+
+def mark_diverged(ax, x: float, y: float, colour, text: bool = True,
+                  row: int = 0) -> None:
+  """Marks where a diverged run left: an ``x`` at its last finite point.
+
+  A point above the axes is marked by a triangle on the top edge, with its
+  value, so the blow-up no longer sets the y-range; ``row`` moves the text
+  down by rows, so the marks of several runs do not overwrite each other.
+  """
+  top = ax.get_ylim()[1]
+  if y > top:
+    ax.plot(x, 1.0, "^", transform=ax.get_xaxis_transform(), color=colour,
+            ms=9, mec="k", mew=0.8, clip_on=False, zorder=5, gid="diverged")
+    if text:
+      ax.annotate(f"diverged ({y:.2g})", (x, 1.0),
+                  xycoords=ax.get_xaxis_transform(),
+                  xytext=(6, -4 - 12 * row), textcoords="offset points",
+                  ha="left", va="top", fontsize="small", color=colour)
+  else:
+    ax.plot(x, y, "x", color=colour, ms=11, mew=2.5, zorder=5,
+            gid="diverged")
+    if text:
+      ax.annotate("diverged", (x, y), xytext=(6, 4),
+                  textcoords="offset points", fontsize="small",
+                  color=colour)
+
+
+def _extent_ratio(xs_list) -> float:
+  ends = [float(xs[-1]) for xs in xs_list if len(xs)]
+  starts = [float(xs[0]) for xs in xs_list if len(xs)]
+  if not ends or min(starts) <= 0:
+    return 1.0
+  return max(ends) / max(min(ends), 1e-300)
+
+
 def loss_curves(runs, path=None, x: str = "step",
                 y: str | Sequence[str] = "loss", log_y="auto", *,
-                title: str | None = None,
-                ylabel: str | None = None) -> Figure | Path:
+                title: str | None = None, ylabel: str | None = None,
+                log_x="auto", smooth="auto", floor: float | None = None,
+                styles: Mapping[str, Mapping[str, Any]] | None = None
+                ) -> Figure | Path:
   """Overlays a metric of several runs against steps, epochs, work or time.
+
+  What the figure does to stay readable:
+
+  * Colours: by run, with the legend (outside the axes) naming each run and
+    the hyperparameters that differ (:func:`run_labels`); past 8 runs of a
+    sweep, by the swept value with a colour bar (:func:`run_colours`).
+  * Stochastic per-step values (:func:`stochastic`) are drawn as a faint raw
+    trace under their exponential moving average (:func:`ema`, span
+    :func:`ema_span`: one epoch, at most 1% of the steps, at least 10).
+  * A diverged run does not set the y-range: the limits come from the other
+    runs, and :func:`mark_diverged` marks where it left.
+  * Log axes: ``log_y="auto"`` as in the module docstring; ``log_x="auto"``
+    picks a log x when the runs (but the diverged) end more than 20-fold
+    apart along x (40 full-batch steps beside 57,520 SGD steps).
+  * With ``x="time"``, runs that share one vmapped program
+    (:func:`shares_program`) are left out: their wall time is the
+    program's.
 
   Args:
     runs: mapping ``name -> run`` (see the module docstring).
@@ -257,55 +557,160 @@ def loss_curves(runs, path=None, x: str = "step",
     log_y: True, False or ``"auto"``.
     title: the figure title (default: ``"<y> against <x>"``).
     ylabel: the y-axis label (default: from ``y``).
+    log_x: True, False or ``"auto"``.
+    smooth: True, False or ``"auto"`` (per-step values of stochastic runs;
+      never the step size).
+    floor: values below it (the rounding level of a loss gap, say) are
+      drawn at it, and a dotted line marks it.
+    styles: keyword arguments of ``Axes.plot`` per metric of ``y``, over the
+      defaults (solid, then dashed, dotted, ...).
 
   Returns:
     The figure when ``path`` is None, else ``path``.
   """
   _check_auto("log_y", log_y)
+  _check_auto("log_x", log_x)
+  _check_auto("smooth", smooth)
   names = (y,) if isinstance(y, str) else tuple(y)
-  fig = InlineFigure(figsize=(7.5, 4.5), layout="constrained")
+  runs = named_runs(runs)
+  left_out = [n for n, r in runs.items() if x == "time" and shares_program(r)]
+  runs = {n: r for n, r in runs.items() if n not in left_out}
+  colours = run_colours(runs)
+  labels = run_labels(runs)
+  fig = InlineFigure(figsize=(8.5, 4.5), layout="constrained")
   ax = fig.add_subplot()
-  drawn = []
-  for i, (name, run) in enumerate(named_runs(runs).items()):
+  kept, blown, xs_kept, ends, spans, lost = [], [], [], [], set(), set()
+  labelled, seen = set(), []
+  for name, run in runs.items():
+    colour = colours.colours[name]
     for j, key in enumerate(names):
       s = series(run, x, key)
       if s is None:
         continue
       xs, ys = s
+      diverged = _diverged(run) or bool(len(ys) and np.isinf(ys[-1]))
       ok = np.isfinite(xs) & np.isfinite(ys)
       if not ok.any():
         continue
-      diverged = _diverged(run) or bool(len(ys) and np.isinf(ys[-1]))
-      label = name if len(names) == 1 else f"{name}: {_label(key)}"
-      label += " (diverged)" if diverged else ""
-      few = ok.sum() <= 30
-      ax.plot(*envelope(xs[ok], ys[ok]), _LINESTYLES[j % 4],
-              color=run_colour(i), lw=1.5, label=label,
-              marker="o" if few else None, ms=3)
-      if diverged:
-        ax.plot(xs[ok][-1], ys[ok][-1], "x", color=run_colour(i), ms=11, mew=2.5)
-      drawn.append(ys[ok])
-  if not drawn:
+      xs, ys = xs[ok], ys[ok]
+      if floor is not None:
+        ys = np.maximum(ys, floor)
+      style = {"ls": _LINESTYLES[j % 4], "lw": 1.5, "zorder": 2,
+               **dict((styles or {}).get(key, {}))}
+      same = _coincides(seen, key, xs, ys) if colours.key is None else None
+      seen.append((name, key, xs, ys))
+      if same is not None:  # drawn dashed, so the run beneath shows
+        style.update(ls=(0, (4, 3)), lw=max(style["lw"], 2.0))
+      label = None
+      if colours.key is None and name not in labelled:
+        label = labels[name] + (" (diverged)" if diverged else "") + (
+            f" (same as {same})" if same is not None else "")
+        labelled.add(name)
+      last = ys[-1]
+      span = _smoothing(run, key, ys, smooth)
+      if span:
+        spans.add(span)
+        ax.plot(*envelope(xs, ys), color=colour, lw=0.6, alpha=0.2,
+                ls=style["ls"], zorder=1, gid="raw")
+        ys = ema(ys, span)
+        style["gid"] = "ema"
+      elif len(ys) <= 30 and "marker" not in style:
+        style.update(marker="o", ms=3)
+      ax.plot(*envelope(xs, ys), color=colour, label=label, **style)
+      (blown if diverged else kept).append(ys)
+      if not diverged:
+        xs_kept.append(xs)
+      elif name not in lost:  # one mark a run, at its first metric
+        ends.append((xs[-1], last, colour))
+        lost.add(name)
+  drawn = kept or blown
+  if left_out and not runs:
+    ax.text(0.5, 0.5, "every run shares its program's wall time (vmapped "
+            "runs):\nsee the figures against epochs", ha="center",
+            va="center", transform=ax.transAxes, color="gray")
+  elif not drawn:
     mark_no_data(ax, ", ".join(names))
-  if _wants_log(drawn, log_y):
+  log = _wants_log(drawn, log_y)
+  if log:
     ax.set_yscale("log")
+  if drawn and ((kept and blown) or spans):
+    lim = _limits(kept, blown, log)
+    if lim:
+      ax.set_ylim(*lim)
+  if log_x is True or (log_x == "auto" and x != "time" and
+                       _extent_ratio(xs_kept) > 20):
+    ax.set_xscale("log")
+  elif x != "time":  # counts: no tick at step 2.5
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  for row, (xv, yv, colour) in enumerate(sorted(ends, key=lambda e: e[0])):
+    mark_diverged(ax, xv, yv, colour, text=len(ends) <= 4, row=row)
+  if floor is not None:
+    ax.axhline(floor, color="0.4", ls=":", lw=1.2, zorder=0,
+               label=f"rounding floor {floor:.1e}")
+  _key_entries(ax, names if len(names) > 1 else (), styles, spans,
+               len(lost) if colours.key is not None else 0)
   ax.set_xlabel(_label(x))
   ax.set_ylabel(ylabel or (_label(names[0]) if len(names) == 1 else "value"))
-  ax.set_title(title or f"{' and '.join(map(_label, names))} against "
-               f"{_label(x)}")
+  text = title or (f"{' and '.join(map(_label, names))} against {_label(x)}"
+                   + (f", {len(runs)} runs" if colours.key else ""))
+  if left_out:
+    text += (f"\n({len(left_out)} vmapped runs left out: they share their "
+             f"program's wall time)")
+  ax.set_title(text)
   ax.grid(True, which="major", alpha=0.3)
-  place_legend(ax)
+  colour_bar(fig, ax, colours)
+  place_legend(ax, below=colours.key is not None)
   return finish(fig, path)
 
 
-def step_sizes(runs, path=None, log_y="auto", *,
-               title: str = "step size") -> Figure | Path:
-  """The step size of every update against steps (log axis when it helps).
+def _coincides(seen, key: str, xs: np.ndarray, ys: np.ndarray,
+               rtol: float = 1e-5) -> str | None:
+  """The name of a run drawn before whose ``key`` series equals this one
+  (to ``rtol``): its line would hide under this one's."""
+  for name, k, xv, yv in seen:
+    if (k == key and len(yv) == len(ys) and np.array_equal(xv, xs) and
+        np.allclose(yv, ys, rtol=rtol, atol=0)):
+      return name
+  return None
 
-  Returns the figure when ``path`` is None, else ``path``.
+
+def _smoothing(run, key: str, ys: np.ndarray, smooth) -> int | None:
+  """The EMA span for a run's series of metric ``key``, or None (raw)."""
+  per_step = key in (getattr(run, "steps", None) or {})
+  if not per_step or key == "step_size" or len(ys) < 50:
+    return None
+  if smooth is True or (smooth == "auto" and stochastic(run, ys)):
+    return ema_span(run, len(ys))
+  return None
+
+
+def _key_entries(ax, names, styles, spans, diverged: int) -> None:
+  """Legend entries for what is not a run: metrics' line styles, the raw
+  trace and its EMA, and (coloured by value) the diverged runs' marks."""
+  for j, key in enumerate(names):
+    style = {"ls": _LINESTYLES[j % 4], **dict((styles or {}).get(key, {}))}
+    ax.plot([], [], color="0.25", label=_label(key), **{
+        k: v for k, v in style.items() if k not in ("alpha", "gid")})
+  if spans:
+    ax.plot([], [], color="0.5", lw=0.6, alpha=0.4, label="per-step values")
+    ax.plot([], [], color="0.25", lw=1.5, label=f"EMA, span {min(spans)}"
+            + (f"-{max(spans)}" if len(spans) > 1 else "") + " steps")
+  if diverged:
+    ax.plot([], [], "^", color="0.4", mec="k",
+            label=f"diverged ({diverged} runs; last finite value)")
+
+
+def step_sizes(runs, path=None, log_y="auto", *,
+               title: str = "step size of each update",
+               **kwargs) -> Figure | Path:
+  """The step size of every update against steps (log axes when they help).
+
+  ``kwargs`` go to :func:`loss_curves`.  Returns the figure when ``path``
+  is None, else ``path``.
   """
-  return loss_curves(runs, path, x="step", y="step_size", log_y=log_y,
-                     title=title)
+  return loss_curves(runs, path, **{"x": "step", "y": "step_size",
+                                    "log_y": log_y, "title": title,
+                                    **kwargs})
 
 
 def _geometric(values: np.ndarray) -> bool:
@@ -422,6 +827,72 @@ def sensitivity(values, finals, path=None, xlabel: str = "hyperparameter",
   return finish(fig, path)
 
 
+def strip(values, categories, path=None, *, xlabel: str = "seed",
+          ylabel: str = "final loss", min_span: float = 0.01,
+          title: str | None = None) -> Figure | Path:
+  """Values at categorical points (seeds), a panel per group, as dots.
+
+  Each panel shows one group's values at its categories (integer ticks, no
+  connecting lines) and its median dashed; its title gives the spread
+  ``max - min``, absolute and relative to the median.  The y-range covers at
+  least ``min_span`` times the median around it, so values equal to
+  rounding sit on one line instead of their differences filling the panel.
+
+  Args:
+    values: mapping ``group -> (k,)`` values, one per category; NaN and
+      infinities (diverged runs) are marked by an ``x`` at the top edge.
+    categories: the ``k`` categories (seeds), shown as tick labels.
+    path: the PNG to write, or None (see the module docstring).
+    xlabel: what the categories are.
+    ylabel: what the values are.
+    min_span: the least y-range, relative to the median.
+    title: the figure title.
+
+  Returns:
+    The figure when ``path`` is None, else ``path``.
+  """
+  groups = {str(k): np.asarray(v, float).ravel() for k, v in values.items()}
+  categories = list(categories)
+  for name, v in groups.items():
+    if v.size != len(categories):
+      raise ValueError(f"values: expected {len(categories)} values for "
+                       f"{name!r}, one per category; got {v.size}.")
+  n = max(len(groups), 1)
+  fig = InlineFigure(figsize=(min(4.2 * n, 13), 4.2), layout="constrained")
+  axes = [fig.add_subplot(1, n, i + 1) for i in range(n)]
+  pos = np.arange(len(categories))
+  for i, (ax, (name, v)) in enumerate(zip(axes, groups.items())):
+    ok = np.isfinite(v)
+    colour = run_colour(i)
+    ax.plot(pos[ok], v[ok], "o", ls="", color=colour, ms=7, mec="k",
+            mew=0.6)
+    if (~ok).any():
+      ax.plot(pos[~ok], np.full((~ok).sum(), 0.97), "x", color="tab:red",
+              ms=10, mew=2.5, transform=ax.get_xaxis_transform(),
+              clip_on=False, gid="diverged")
+    if ok.any():
+      med = float(np.median(v[ok]))
+      spread = float(v[ok].max() - v[ok].min())
+      half = max(0.6 * spread, 0.5 * min_span * abs(med)) or 1.0
+      centre = 0.5 * float(v[ok].max() + v[ok].min())
+      ax.set_ylim(centre - half, centre + half)
+      ax.axhline(med, color=colour, ls="--", lw=1, alpha=0.7)
+      rel = (" (identical)" if spread == 0 else
+             f" ({spread / abs(med):.2%} of the median)" if med else "")
+      ax.set_title(f"{name}: spread {spread:.2g}{rel}", fontsize="medium")
+    else:
+      mark_no_data(ax, ylabel)
+      ax.set_title(name, fontsize="medium")
+    ax.set_xticks(pos, [str(c) for c in categories])
+    ax.set_xlim(-0.6, len(categories) - 0.4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.grid(True, axis="y", alpha=0.3)
+  fig.suptitle(title or f"{ylabel} at each {xlabel}")
+  return finish(fig, path)
+
+
 def _paths(trajectories) -> dict[str, np.ndarray]:
   if trajectories is None:
     return {}
@@ -529,8 +1000,11 @@ def surface(function, trajectories=None, path=None,
   ax.set_ylim(*function.ylim)
   ax.set_xlabel("x")
   ax.set_ylabel("y")
-  ax.legend(handles=handles, fontsize="small", loc="best", framealpha=0.9,
-            facecolor="0.8")
+  # Below the map (the colour bar holds its right): paths are light on a
+  # grey ground, as on the map.
+  ax.legend(handles=handles, fontsize="small", loc="upper center",
+            bbox_to_anchor=(0.5, -0.12), ncols=min(len(handles), 3),
+            facecolor="0.8", framealpha=1.0)
   ax.set_title(title or f"{function.name}: contours of {zlabel}")
   if three_d:
     _surface_3d(fig, function, xs, ys, zplot, paths, base, log_levels, zlabel)

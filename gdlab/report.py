@@ -335,20 +335,25 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
             out_dir: str | os.PathLike, title: str | None = None, *,
             extra_sections: Sequence[Section | tuple] = (),
             question: str | None = None,
-            description: str | None = None) -> Path:
+            description: str | None = None,
+            points: Sequence[Mapping[str, Any]] | None = None) -> Path:
   """Writes overlaid figures and a comparison table of several runs.
 
   The report opens with the title, the question and description when given,
   and a setup line naming the config values (:data:`SETUP_KEYS`) that every
   run shares.  The table has a row per run: its final quantities
   (:data:`RUN_COLUMNS`), then a column per config key whose value differs
-  between the runs (as in :func:`runs_table`).  ``report.html`` beside
-  ``report.md`` holds the same report as one self-contained page.
+  between the runs (as in :func:`runs_table`); runs of the same name (from
+  several folders) are labelled ``<folder>/<run>``.  With ``points`` (a
+  sweep's), a table with a row per grid point (:func:`grid_point_rows`)
+  comes before the row per run.  ``report.html`` beside ``report.md`` holds
+  the same report as one self-contained page.
 
   Figures (in ``out_dir/plots/``): ``loss_steps.png``, ``loss_epochs.png``
   (training loss, and test loss dashed where present), ``loss_grad_evals.png``
   (the training-set loss logged per epoch, else the per-step loss),
-  ``loss_time.png`` (training loss against wall time), ``test_accuracy.png``
+  ``loss_time.png`` (training loss against wall time, unless every run
+  shares a vmapped program's), ``test_accuracy.png``
   where a run has a test accuracy, and ``step_sizes.png``.
 
   Args:
@@ -363,6 +368,8 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
       or relative to the working directory), linked relative to ``out_dir``.
     question: the question the runs answer, shown under the title.
     description: Markdown text shown under the question.
+    points: the grid point of each run (``{dotted key: value}``, as in a
+      sweep's ``sweep.json``), in the order of ``run_dirs``.
 
   Returns:
     The path of ``report.md``.
@@ -373,7 +380,7 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
     raise ValueError("run_dirs: expected at least one run folder; got none.")
   out_dir = Path(out_dir)
   out = out_dir / results.PLOTS
-  runs = dict(zip(_unique([r.name for r in records]), records))
+  runs = dict(zip(_labels(records), records))
   figs = [("Loss against steps", plots.loss_curves(
       runs, out / "loss_steps.png", x="step", y="loss"))]
   if _has(records, "train_loss"):
@@ -390,7 +397,9 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
       "Loss against gradient evaluations",
       plots.loss_curves(runs, out / "loss_grad_evals.png", x="grad_evals",
                         y="train_loss" if per_epoch else "loss")))
-  if _has(records, "time") and _has(records, "train_loss"):
+  # Vmapped runs share their program's wall time: no figure against it.
+  if _has(records, "time") and _has(records, "train_loss") and not all(
+      plots.shares_program(r) for r in records):
     figs.append(("Training loss against wall time", plots.loss_curves(
         runs, out / "loss_time.png", x="time", y="train_loss")))
   if _has(records, "test_accuracy"):
@@ -411,6 +420,14 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   lines += [description.strip(), ""] if description else []
   setup = _setup(configs, differ)
   lines += [setup, ""] if setup else []
+  if points is not None:
+    keys, grouped = grid_point_rows(records, points)
+    # Test metrics where some run has them.
+    shown = [(k, h) for k, h in GRID_COLUMNS if not k.startswith("test_")
+             or any(not _missing(r[k]) for r in grouped)]
+    lines += ["## Per grid point", "", GRID_NOTE, "",
+              markdown_table(grouped, [(k, k) for k in keys] + shown), "",
+              "## Per run", ""]
   lines += [markdown_table(rows, list(RUN_COLUMNS) + [(k, k) for k in differ]),
             "", "## Figures", ""]
   lines += _figures(figs, out_dir)
@@ -429,6 +446,84 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   results.atomic_write(out_dir / REPORT_HTML,
                        report_html.html_page(title, "\n".join(lines), out_dir))
   return report
+
+
+GRID_COLUMNS = (
+    ("seeds", "seeds"),
+    ("diverged", "diverged"),
+    ("train_loss", "final train loss (mean)"),
+    ("train_loss_min", "min"),
+    ("train_loss_max", "max"),
+    ("test_loss", "test loss (mean)"),
+    ("test_accuracy", "test accuracy (mean)"),
+    ("steps", "steps (mean)"),
+    ("run_time", "wall time (s, mean)"),
+)
+GRID_NOTE = ("One row per grid point (the swept values but the seed): the "
+             "number of seeds, how many diverged (stop reason `diverged` or "
+             "a final training loss that is not finite), over the runs "
+             "that did not diverge the mean final training loss with its "
+             "min and max and the mean test loss and accuracy, and over "
+             "every run the mean steps and wall time.")
+
+
+def _diverged(final: Mapping[str, Any]) -> bool:
+  loss = final.get("train_loss")
+  return final.get("stop_reason") == "diverged" or (
+      isinstance(loss, numbers.Real) and not math.isfinite(loss))
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+  vals = [float(v) for v in values if not _missing(v)]
+  return float(np.mean(vals)) if vals else None
+
+
+def grid_point_rows(records: Sequence[results.RunRecord],
+                    points: Sequence[Mapping[str, Any]]
+                    ) -> tuple[list[str], list[dict[str, Any]]]:
+  """Runs aggregated per grid point: the seeds of a point in one row.
+
+  Args:
+    records: the runs.
+    points: each run's grid point, ``{dotted key: value}``; the runs with
+      the same values of every key but ``seed`` form one row, in order of
+      first appearance.
+
+  Returns:
+    ``(keys, rows)``: the grid keys but ``seed``, and a dict per point with
+    those keys' values and :data:`GRID_COLUMNS` (see :data:`GRID_NOTE`;
+    the loss and accuracy columns are None where every run of the point
+    diverged).
+
+  Raises:
+    ValueError: ``points`` and ``records`` differ in length.
+  """
+  if len(points) != len(records):
+    raise ValueError(f"points: expected one grid point per run "
+                     f"({len(records)}); got {len(points)}.")
+  keys = [k for k in dict.fromkeys(k for p in points for k in p)
+          if k != "seed"]
+  groups: dict[tuple, list[dict[str, Any]]] = {}
+  for rec, point in zip(records, points):
+    label = tuple(repr(point.get(k)) for k in keys)
+    groups.setdefault(label, []).append(
+        {"point": point, **final_quantities(rec)})
+  rows = []
+  for finals in groups.values():
+    kept = [f for f in finals if not _diverged(f)]
+    losses = [f["train_loss"] for f in kept if not _missing(f["train_loss"])]
+    rows.append({
+        **{k: finals[0]["point"].get(k) for k in keys},
+        "seeds": len(finals),
+        "diverged": len(finals) - len(kept),
+        "train_loss": _mean(losses),
+        "train_loss_min": min(losses) if losses else None,
+        "train_loss_max": max(losses) if losses else None,
+        **{k: _mean([f.get(k) for f in kept])
+           for k in ("test_loss", "test_accuracy")},
+        **{k: _mean([f.get(k) for f in finals])
+           for k in ("steps", "run_time")}})
+  return keys, rows
 
 
 def run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:

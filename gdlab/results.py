@@ -3,15 +3,20 @@
 A run folder holds::
 
     config.yaml        the resolved configuration of the run
-    metrics.jsonl      one JSON object a line: {"kind": "step", ...} per update
-                       and {"kind": "epoch", ...} per epoch (see gdlab.loop)
+    metrics.jsonl      one JSON object a line, {"kind": "epoch", ...} per
+                       epoch (see gdlab.loop), any columns the loop logs
+    steps.npz          the per-step metrics (loss, grad_norm, update_norm,
+                       step_size, fun_evals, grad_evals), one NumPy array a
+                       column, one row per update (``numpy.load`` reads it)
+    steps/             while a run goes on: the rows of each chunk since
+                       steps.npz was last written, ``<first row>.npz``
     summary.json       final metrics, stop reason, compile and run time,
                        steps/s, versions (gdlab, jax, jaxlib, python, device,
                        git commit)
     trajectory.json    (two-parameter problems) the iterates, one [x, y] a step
     checkpoint.msgpack the run's carry (parameters, optimizer state, key,
                        counters), flax serialization, with the number of
-                       metric rows it covers and a SHA-256 checksum
+                       step and epoch rows it covers and a SHA-256 checksum
     gdlab.json         what the folder is (a run, an experiment, a sweep) and
                        the run's identity: fingerprints of its resolved
                        config and of its data, and the gdlab version
@@ -19,20 +24,30 @@ A run folder holds::
     plots/             PNG figures; report.md embeds them
 
 Writing: :func:`write_run` (config, metrics, summary, trajectory,
-checkpoint; between chunks it appends the new metric rows), with
+checkpoint; between chunks it appends the new rows), with
 :func:`run_summary` the content of ``summary.json``.  Reading:
-:func:`load_run` (a :class:`RunRecord`), :func:`load_history` (a
-:class:`gdlab.history.History` to resume from), :func:`read_checkpoint`,
-:func:`final_params` and :func:`final_loss`.
+:func:`load_run` (a :class:`RunRecord`), :func:`read_metrics`,
+:func:`load_history` (a :class:`gdlab.history.History` to resume from),
+:func:`read_checkpoint`, :func:`final_params` and :func:`final_loss`.
 
 Every file is written atomically (to a temporary file in the same folder,
 then renamed, with the permissions the umask gives), so an interrupted run
-leaves each file either complete or as it was before.  ``metrics.jsonl`` is
-appended chunk by chunk and rewritten whole, in order (steps, then epochs),
-when the run ends.  The checkpoint is the commit point of a chunk: it is
-written last and records how many step and epoch rows it covers, so a run
-killed at any instant resumes (:func:`resume_point`) from its last checkpoint
-with the metrics log cut back to it, to the bytes of an uninterrupted run.
+leaves each file either complete or as it was before.  Between chunks the
+epoch rows are appended to ``metrics.jsonl`` and the chunk's step rows go to
+a new file ``steps/<first row, 9 digits>.npz``, written whole; when the run
+ends (and when a resume starts) ``steps.npz`` and ``metrics.jsonl`` are
+rewritten whole and ``steps/`` removed.  Reading concatenates ``steps.npz``
+(rows from 0) and the chunk files in the order of their first rows, rows
+already read being skipped (a chunk file left by a process killed while
+``steps/`` was removed).  The checkpoint is the commit point of a chunk: it
+is written last and records how many step and epoch rows it covers, so a
+run killed at any instant resumes (:func:`load_history`) from its last
+checkpoint with the rows beyond it cut, to the numbers (and the bytes of
+``steps.npz`` and ``metrics.jsonl``) of an uninterrupted run.  Step files
+store a float column as float32 when that holds every value exactly, and
+integer columns as int64; reading gives float64 and int64 arrays.  Folders
+of gdlab 2-format checkpoints logged the steps as ``{"kind": "step"}`` lines
+of ``metrics.jsonl``; they are read as before, never resumed.
 
 Folders are guarded (:func:`check_out`, :func:`create`, :func:`locked`):
 gdlab writes only into a new or empty folder or one it made, one process at
@@ -46,6 +61,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import math
 import os
@@ -56,6 +72,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,6 +90,8 @@ from gdlab import parallel
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
+STEPS = "steps.npz"
+STEP_CHUNKS = "steps"
 SUMMARY = "summary.json"
 TRAJECTORY = "trajectory.json"
 CHECKPOINT = "checkpoint.msgpack"
@@ -81,7 +100,7 @@ MARKER = "gdlab.json"
 LOCK = "gdlab.lock"
 # An experiment folder's seed sweeps: SEEDS/<variant>/ (see gdlab.run).
 SEEDS = "seeds"
-CHECKPOINT_FORMAT = "gdlab-checkpoint/2"
+CHECKPOINT_FORMAT = "gdlab-checkpoint/3"
 # Run, variant and experiment names become folder names.
 NAME_CHARS = "letters, digits and _ - . = + , [ ] ( ) @"
 _NAME = re.compile(r"^[A-Za-z0-9_\-.=+,\[\]()@]{1,200}$")
@@ -142,32 +161,75 @@ def metric_lines(kind: str, rows: dict[str, np.ndarray],
           for values in zip(*columns)]
 
 
+def _stored(column) -> np.ndarray:
+  """A step column as stored: float32 when that holds every value exactly
+  (the same file whether the rows came from the loop or from a resumed
+  log), else float64; integers as int64."""
+  a = np.asarray(column)
+  if a.dtype.kind in "iub":
+    return a.astype(np.int64)
+  a = a.astype(np.float64)
+  narrow = a.astype(np.float32)
+  same = (narrow == a) | (np.isnan(a) & np.isnan(narrow))
+  return narrow if bool(np.all(same)) else a
+
+
+def npz_bytes(columns: dict[str, np.ndarray]) -> bytes:
+  """The bytes of an ``.npz`` file of ``columns`` (what ``numpy.load``
+  reads), compressed and with fixed timestamps, so that the same arrays
+  give the same bytes."""
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+    for name, array in columns.items():
+      info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+      info.compress_type = zipfile.ZIP_DEFLATED
+      with z.open(info, "w", force_zip64=True) as f:
+        np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+  return buffer.getvalue()
+
+
+def _step_columns(steps: dict, start: int = 0) -> dict[str, np.ndarray]:
+  return {k: _stored(np.asarray(v)[start:]) for k, v in steps.items()}
+
+
+def _num_rows(steps: dict) -> int:
+  return len(next(iter(steps.values()))) if steps else 0
+
+
 def write_metrics(run_dir: str | os.PathLike, steps: dict,
                   epochs: dict) -> None:
-  """Writes the whole metrics log (steps numbered from 1, then epochs).
+  """Writes the whole log: ``steps.npz`` (or none, without step rows), then
+  ``metrics.jsonl`` (the epoch rows), and removes the chunk files of
+  ``steps/``.
 
-  The log is rewritten whole, atomically, after every chunk, so that a
-  resumed run's log is exactly that of an uninterrupted one.
+  Rewritten whole when a run ends and when a resume starts, so that a
+  resumed run's files are those of an uninterrupted one.
   """
-  step_rows = dict(steps)
-  n = len(next(iter(step_rows.values()))) if step_rows else 0
-  step_rows = {"step": np.arange(1, n + 1), **step_rows}
-  lines = metric_lines("step", step_rows) + metric_lines("epoch", epochs)
-  atomic_write(Path(run_dir) / METRICS, "\n".join(lines) + ("\n" if lines
-                                                              else ""))
+  run_dir = Path(run_dir)
+  if _num_rows(steps):
+    atomic_write(run_dir / STEPS, npz_bytes(_step_columns(steps)))
+  elif (run_dir / STEPS).exists():
+    (run_dir / STEPS).unlink()
+  lines = metric_lines("epoch", epochs)
+  atomic_write(run_dir / METRICS, "\n".join(lines) + ("\n" if lines else ""))
+  # The rows of the chunk files are in steps.npz now (or, at a resume, are
+  # beyond the checkpoint and dropped).
+  shutil.rmtree(run_dir / STEP_CHUNKS, ignore_errors=True)
 
 
 def append_metrics(run_dir: str | os.PathLike, steps: dict, epochs: dict,
                    step_start: int, epoch_start: int) -> None:
-  """Appends the step rows from ``step_start`` and epoch rows from
-  ``epoch_start`` to the metrics log (between chunks; the final log is
-  rewritten whole by :func:`write_metrics`)."""
-  n = len(next(iter(steps.values()))) if steps else 0
-  step_rows = {"step": np.arange(1, n + 1), **steps}
-  lines = (metric_lines("step", step_rows, step_start) +
-           metric_lines("epoch", epochs, epoch_start))
+  """Writes the step rows from ``step_start`` to the chunk file
+  ``steps/<step_start>.npz`` and appends the epoch rows from
+  ``epoch_start`` to ``metrics.jsonl`` (between chunks; when the run ends
+  :func:`write_metrics` writes the log whole)."""
+  run_dir = Path(run_dir)
+  if _num_rows(steps) > step_start:
+    atomic_write(run_dir / STEP_CHUNKS / f"{step_start:09d}.npz",
+                 npz_bytes(_step_columns(steps, step_start)))
+  lines = metric_lines("epoch", epochs, epoch_start)
   if lines:
-    with open(Path(run_dir) / METRICS, "a") as f:
+    with open(run_dir / METRICS, "a") as f:
       f.write("\n".join(lines) + "\n")
       f.flush()
       os.fsync(f.fileno())
@@ -183,9 +245,87 @@ def _column(values: list) -> np.ndarray:
                     dtype=float)
 
 
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+  """The arrays of a step file; a one-line error naming it when damaged."""
+  try:
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+  except OSError as e:
+    if getattr(e, "strerror", None):
+      raise FolderError(f"{path}: cannot be read ({e.strerror}).") from None
+    raise FolderError(f"{path}: expected NumPy arrays (.npz); got bytes that "
+                      f"do not parse: the file is damaged.") from None
+  except (ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+    raise FolderError(f"{path}: expected NumPy arrays (.npz); got "
+                      f"{type(e).__name__}: the file is damaged.") from None
+
+
+def _step_files(run_dir: Path) -> list[tuple[int, Path]]:
+  """``(first row, path)`` of ``steps.npz`` and the chunk files, in order."""
+  files = [(0, run_dir / STEPS)] if (run_dir / STEPS).is_file() else []
+  chunks = run_dir / STEP_CHUNKS
+  if chunks.is_dir():
+    files += sorted((int(p.stem), p) for p in chunks.glob("*.npz")
+                    if p.stem.isdigit())
+  return files
+
+
+def read_steps(run_dir: str | os.PathLike,
+               rows: int | None = None) -> dict[str, np.ndarray] | None:
+  """The step rows of ``steps.npz`` and ``steps/``: float64 and int64
+  columns, a 1-based ``step`` first; None when the folder has no step file.
+
+  Args:
+    run_dir: the run folder.
+    rows: read only the first ``rows`` rows (a checkpoint's); raises
+      :class:`FolderError` when there are fewer.
+  """
+  run_dir = Path(run_dir)
+  files = _step_files(run_dir)
+  if not files:
+    return None
+  parts, n, keys = [], 0, None
+  for start, path in files:
+    if rows is not None and n >= rows:
+      break
+    if start > n:
+      raise FolderError(f"{path}: expected step rows from {n + 1}; got rows "
+                        f"from {start + 1}: a chunk is missing, the folder is "
+                        f"damaged.")
+    part = _read_npz(path)
+    if keys is None:
+      keys = list(part)
+    if sorted(part) != sorted(keys) or len({len(v) for v in part.values()
+                                            }) > 1:
+      raise FolderError(f"{path}: expected equal-length columns "
+                        f"{', '.join(keys)}; got {', '.join(part)}: the "
+                        f"folder is damaged.")
+    length = len(part[keys[0]]) if keys else 0
+    if start + length > n:  # rows already read are skipped
+      parts.append({k: part[k][n - start:] for k in keys})
+      n = start + length
+  if rows is not None and n < rows:
+    raise FolderError(
+        f"{run_dir / STEPS}: expected the {rows} step rows that {CHECKPOINT} "
+        f"covers; got {n}: the log was cut. Start the run again in a new "
+        f"folder.")
+  out = {"step": np.arange(1, n + 1 if rows is None else rows + 1)}
+  for k in keys or ():
+    column = np.concatenate([p[k] for p in parts]) if parts else np.zeros(0)
+    column = column[:rows] if rows is not None else column
+    out[k] = column.astype(np.int64 if column.dtype.kind in "iu"
+                           else np.float64 if column.dtype.kind == "f"
+                           else column.dtype)
+  return out
+
+
 def read_metrics(run_dir: str | os.PathLike, *,
                  rows: tuple[int, int] | None = None) -> tuple[dict, dict]:
   """``(steps, epochs)``: dicts of NumPy arrays (None read back as NaN).
+
+  The steps come from ``steps.npz`` and ``steps/`` (:func:`read_steps`), or
+  in a folder of the older format from the ``{"kind": "step"}`` lines of
+  ``metrics.jsonl``; the epochs from its ``{"kind": "epoch"}`` lines.
 
   Args:
     run_dir: the run folder.
@@ -194,12 +334,14 @@ def read_metrics(run_dir: str | os.PathLike, *,
       was never written, are ignored.
 
   A last line cut short by a killed process (no newline at its end) is
-  ignored; any other line that is not a JSON object raises ``ValueError``
-  naming the file and the line.
+  ignored; any other line that is not a JSON object raises ``FolderError``
+  naming the file and the line, as do fewer rows than ``rows``.
   """
+  run_dir = Path(run_dir)
+  npz_steps = read_steps(run_dir, None if rows is None else rows[0])
   steps: dict[str, list] = {}
   epochs: dict[str, list] = {}
-  path = Path(run_dir) / METRICS
+  path = run_dir / METRICS
   counts = [0, 0]
   if path.exists():
     text = _read_text(path)
@@ -207,8 +349,6 @@ def read_metrics(run_dir: str | os.PathLike, *,
     for i, line in enumerate(lines):
       if not line.strip():
         continue
-      if rows is not None and counts[0] >= rows[0] and counts[1] >= rows[1]:
-        break
       try:
         rec = json.loads(line)
         kind = rec.pop("kind")
@@ -219,19 +359,29 @@ def read_metrics(run_dir: str | os.PathLike, *,
             f"{path}: line {i + 1}: expected a JSON object with a 'kind'; "
             f"got {type(e).__name__}: the file is damaged.") from None
       which = 0 if kind == "step" else 1
+      if which == 0 and npz_steps is not None:
+        continue
       if rows is not None and counts[which] >= rows[which]:
         continue
       counts[which] += 1
       target = steps if which == 0 else epochs
       for k, v in rec.items():
         target.setdefault(k, []).append(v)
+  if npz_steps is not None:
+    counts[0] = rows[0] if rows is not None else 0
+  elif rows is not None and counts[0] < rows[0]:
+    raise FolderError(
+        f"{run_dir / STEPS}: expected the {rows[0]} step rows that "
+        f"{CHECKPOINT} covers; got {counts[0]}: the file is missing. Start "
+        f"the run again in a new folder.")
   if rows is not None and tuple(counts) != tuple(rows):
     raise FolderError(
         f"{path}: expected the {rows[0]} step and {rows[1]} epoch rows that "
         f"{CHECKPOINT} covers; got {counts[0]} and {counts[1]}: the log was "
         f"cut or emptied. Start the run again in a new folder.")
   to_np = lambda d: {k: _column(v) for k, v in d.items()}
-  return to_np(steps), to_np(epochs)
+  return (npz_steps if npz_steps is not None else to_np(steps),
+          to_np(epochs))
 
 
 def _read_text(path: Path) -> str:
@@ -483,6 +633,12 @@ def read_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
     raise FolderError(f"{path}: expected a gdlab checkpoint; got bytes that "
                       f"do not parse: the file is damaged. Start the run "
                       f"again in a new folder.") from None
+  if isinstance(blob, dict) and blob.get("format") == "gdlab-checkpoint/2":
+    raise FolderError(
+        f"{path}: a checkpoint of format 'gdlab-checkpoint/2', whose run "
+        f"logged its steps in {METRICS}; this gdlab logs them in {STEPS} "
+        f"(format {CHECKPOINT_FORMAT!r}) and reads such a folder but does "
+        f"not resume it. Start the run again in a new folder.")
   if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
     raise FolderError(
         f"{path}: expected a checkpoint of format {CHECKPOINT_FORMAT!r}; got "
@@ -533,11 +689,11 @@ def write_run(run_dir: str | os.PathLike, cfg: config_lib.RunConfig,
               written: tuple[int, int] | None = None) -> None:
   """Writes a run folder's config, metrics, summary and checkpoint.
 
-  ``written``: the (step, epoch) rows already in ``metrics.jsonl``; the rest
-  are appended (and the config, written before, is left alone).  Without it
-  the config and the log are rewritten whole.  The checkpoint goes last:
-  it records the rows it covers, so a process killed in between leaves a
-  folder that resumes from the previous checkpoint.
+  ``written``: the (step, epoch) rows already written; the rest are
+  appended, the steps as one chunk file (and the config, written before, is
+  left alone).  Without it the config and the log are rewritten whole.  The
+  checkpoint goes last: it records the rows it covers, so a process killed
+  in between leaves a folder that resumes from the previous checkpoint.
   """
   run_dir = Path(run_dir)
   run_dir.mkdir(parents=True, exist_ok=True)
@@ -605,8 +761,8 @@ def read_marker(folder: str | os.PathLike) -> dict | None:
   return marker
 
 
-_TEMPORARY = re.compile(r"^\.(config|metrics|summary|trajectory|checkpoint|"
-                        r"gdlab|report)\.[a-z]+\..+$")
+_TEMPORARY = re.compile(r"^\.(config|metrics|steps|summary|trajectory|"
+                        r"checkpoint|gdlab|report|[0-9]{9})\.[a-z]+\..+$")
 
 
 def contents(folder: str | os.PathLike) -> list[str]:
@@ -761,8 +917,11 @@ def locked(folder: str | os.PathLike):
 
 
 def clean_temporaries(folder: str | os.PathLike) -> None:
-  """Removes the temporary files of writes that a killed process left."""
-  for p in Path(folder).iterdir():
+  """Removes the temporary files of writes that a killed process left
+  (in ``steps/`` too)."""
+  chunks = Path(folder) / STEP_CHUNKS
+  for p in [*Path(folder).iterdir(),
+            *(chunks.iterdir() if chunks.is_dir() else ())]:
     if _TEMPORARY.match(p.name) and p.is_file():
       p.unlink()
 

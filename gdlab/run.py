@@ -48,6 +48,7 @@ from gdlab import report
 from gdlab import results
 from gdlab import stopping
 from gdlab import sweep
+from gdlab import tensorboard
 
 # The named experiments: the checkout's experiments/, else the installed copy.
 EXPERIMENTS_DIR = catalog.experiments_dir()
@@ -120,6 +121,7 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
   run_dir = Path(out_dir)
   writer = distributed.is_writer()
   if writer:
+    tensorboard.check(cfg, resume=resume)
     results.check_out(run_dir, "run", resume=resume)
   with interrupts.deferred():
     return _run(cfg, run_dir, writer=writer, smoke=smoke, resume=resume,
@@ -145,7 +147,8 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
     changed = results.check_resume(run_dir, cfg, digest,
                                    allow_changes=allow_changes)
   interrupts.check()
-  with (results.locked(run_dir) if writer else contextlib.nullcontext()):
+  with (results.locked(run_dir) if writer else contextlib.nullcontext()
+        ), contextlib.ExitStack() as stack:
     carry = history = None
     if resume:
       carry, history = _resume_point(run_dir, p, key)
@@ -164,8 +167,17 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
         results.write_run(run_dir, cfg, history, carry)
     written = [history.num_steps if history else 0,
                len(history.epochs["epoch"]) if history else 0]
+    # TensorBoard's events: flushed before each checkpoint, closed on the
+    # way out, whatever ends the run.
+    events = None
+    if writer and cfg.train.tensorboard is not None:
+      events = stack.enter_context(tensorboard.Writer(
+          tensorboard.run_logdir(cfg),
+          hparams=tensorboard.config_hparams(cfg), start=history))
 
     def on_chunk(c, h):
+      if events is not None:
+        events.write(h)
       if writer:
         results.write_run(run_dir, cfg, h, c, written=tuple(written))
       written[:] = [h.num_steps, len(h.epochs["epoch"])]
@@ -184,12 +196,15 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
                         history=history, on_chunk=on_chunk,
                         progress=shown, record_params=p.record_params,
                         mesh=mesh, eval_every=cfg.train.eval_every,
-                        step_metrics=cfg.train.step_metrics)
+                        step_metrics=cfg.train.step_metrics,
+                        track=cfg.train.track)
     if shown.show is not False:
       print(progress_lib.result_line(shown.label, result.history),
             flush=True)
     if not writer:
       return result
+    if events is not None:
+      events.write(result.history)
     results.write_run(run_dir, cfg, result.history, result.carry,
                       extra={"processes": jax.process_count(),
                              "devices": int(mesh.size) if mesh is not None
@@ -197,7 +212,8 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
     if plots:
       interrupts.check()
       report.run_report(run_dir,
-                        function=p.dataset if p.record_params else None)
+                        function=p.dataset if build.is_function_problem(
+                            cfg) else None)
   return result
 
 
@@ -279,6 +295,8 @@ def run_experiment(exp: config_lib.ExperimentConfig,
     results.check_name("variants", cfg.name)
   analyses.check(exp)
   if writer:
+    for cfg in runs:
+      tensorboard.check(cfg, resume=resume)
     results.check_out(out, "experiment", resume=resume)
     if resume:
       # Every variant's config against its folder's, before any trains.

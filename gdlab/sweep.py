@@ -53,6 +53,7 @@ from gdlab import progress as progress_lib
 from gdlab import report
 from gdlab import results
 from gdlab import stopping
+from gdlab import tensorboard
 from gdlab.optim import hyperparams
 
 
@@ -219,6 +220,10 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
     results.write_run(run_dir, cfg, h, carry_i, extra={
         "sweep_group_size": len(cfgs), "sweep_devices": int(mesh.size),
         "sweep_mesh": dict(mesh.shape)})
+    if cfg.train.tensorboard is not None:
+      with tensorboard.Writer(tensorboard.run_logdir(cfg),
+                              hparams=tensorboard.config_hparams(cfg)) as tb:
+        tb.write(h)
     run_dirs.append(run_dir)
   return run_dirs
 
@@ -250,6 +255,13 @@ def run_sweep(exp: config_lib.ExperimentConfig, out_dir, *,
   runs = expand(base_runs, grid)
   for cfg, _ in runs:
     results.check_name("sweep run name", cfg.name)
+    tensorboard.check(cfg)
+    if cfg.train.track is not None:
+      raise config_lib.ConfigError(
+          f"train.track: a sweep does not track curvature (its runs train "
+          f"as one vmapped program); got {cfg.train.track.metrics!r} in run "
+          f"{cfg.name!r}. Set train.track: null, or run the variants with "
+          f"`gdlab run`.")
   results.check_out(out, "sweep")
   interrupts.check()  # a signal during the checks: nothing is written
   with results.removed_if_rejected(out):
@@ -284,7 +296,8 @@ def _run_sweep(exp, out: Path, runs, grid, *, smoke, report) -> Path:
 
 def write_report(out: Path, run_dirs: list[Path], points: list[dict],
                  grid: dict[str, list]) -> Path:
-  """The sweep's comparison report, with a sensitivity curve per swept key."""
+  """The sweep's comparison report: a row per grid point (its seeds
+  aggregated), a row per run, and a sensitivity curve per swept key."""
   summaries = [results.load_run(d).summary for d in run_dirs]
   # A diverged run has no meaningful final loss: the plot marks it.
   finals = [math.nan if s.get("stop_reason") == "diverged"
@@ -315,4 +328,4 @@ def write_report(out: Path, run_dirs: list[Path], points: list[dict],
                         if len(seeds) > 1 and len(curves) == 1 else "")
                      + "; diverged runs are marked at the top edge.", [path]))
   return report.compare(run_dirs, out, title=out.name,
-                        extra_sections=sections)
+                        extra_sections=sections, points=points)

@@ -10,7 +10,8 @@ turn on lives in this session's temporary folder, shared by the pytest
 workers and the processes the tests start: a test suite never reads or fills
 the user's own cache, and a program compiled by one test process is read back
 by the next.  ``GDLAB_COMPILATION_CACHE=off`` set by the user turns it off for
-the tests too.
+the tests too.  Data sets that gdlab builds and caches (MNIST-1D) are
+cached in the same session folder, never in the user's.
 
 XLA compiles the suite's programs at LLVM optimisation level 0 and, where
 this XLA knows the option, without its CPU fusion emitters (the options of
@@ -61,6 +62,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from gdlab import compilation_cache  # pylint: disable=wrong-import-position
+from gdlab.data import mnist1d  # pylint: disable=wrong-import-position
 
 jax.config.update("jax_enable_x64", True)
 
@@ -89,6 +91,24 @@ def _compilation_cache(tmp_path_factory):
     del os.environ[compilation_cache.ENV]
   else:
     os.environ[compilation_cache.ENV] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_cache(tmp_path_factory):
+  """Built data sets (MNIST-1D) are cached in this session's temporary
+  folder, shared by the workers: the tests never fill the user's cache."""
+  previous = os.environ.get(mnist1d.ENV)
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  folder = base / "data-cache"
+  folder.mkdir(exist_ok=True)
+  os.environ[mnist1d.ENV] = str(folder)
+  yield folder
+  if previous is None:
+    del os.environ[mnist1d.ENV]
+  else:
+    os.environ[mnist1d.ENV] = previous
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,9 @@ process did not crash (no SIGSEGV or SIGABRT), that the exit status is the
 signal's (130, 143 or -9), that the folder is either absent (nothing was
 written yet) or a valid gdlab folder, resumes it with ``--resume`` (or runs
 it afresh when absent), and compares every run's files with those of an
-uninterrupted run: config.yaml, gdlab.json and metrics.jsonl byte for byte
-once timing fields are set aside, summary.json's numbers, and the
-checkpoint's state.  Prints one line per trial and a total; exits 1 on any
+uninterrupted run: config.yaml, gdlab.json and steps.npz byte for byte,
+metrics.jsonl once timing fields are set aside, summary.json's numbers, and
+the checkpoint's state.  Prints one line per trial and a total; exits 1 on any
 failure.
 """
 
@@ -53,8 +53,10 @@ def _command(out: Path, *extra: str) -> list[str]:
 def _run_files(run_dir: Path) -> dict:
   """What must equal an uninterrupted run's, timing fields aside."""
   files = {}
-  for name in (results.CONFIG, results.MARKER):
+  for name in (results.CONFIG, results.MARKER, results.STEPS):
     files[name] = (run_dir / name).read_bytes()
+  if (run_dir / results.STEP_CHUNKS).exists():
+    files[results.STEP_CHUNKS] = "left behind"
   files[results.METRICS] = [without_timing(json.loads(line)) for line in
                             (run_dir / results.METRICS).read_text()
                             .splitlines()]

@@ -15,9 +15,13 @@ import json
 import re
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from jax.flatten_util import ravel_pytree
+from flax import serialization
 
 from gdlab import analyses
 from gdlab import build
@@ -201,12 +205,311 @@ def _check_surface(exp, out: Path) -> None:
     assert _is_png(out / "plots" / f"surface_{row['function']}.png")
 
 
+def _check_mnist1d(exp, out: Path) -> None:
+  payload = json.loads((out / "mnist1d.json").read_text())
+  # The MNIST-1D README's table (github.com/greydanus/mnist1d).
+  assert payload["reference"] == {"logistic regression": 0.32, "MLP": 0.68,
+                                  "CNN": 0.94, "GRU": 0.91,
+                                  "human expert": 0.96}
+  names = {r.name for r in config.resolve_runs(exp, smoke=True)}
+  assert {r["run"] for r in payload["runs"]} == names
+  for row in payload["runs"]:
+    run_dir = out / "runs" / row["run"]
+    rec = results.load_run(run_dir)
+    cfg = analyses.run_config(rec)
+    data, _ = build.dataset(cfg, smoke=True)
+    # A forward pass in NumPy from the checkpoint's arrays.
+    state = serialization.msgpack_restore(
+        results.read_checkpoint(run_dir).state)["params"]
+    layers = sorted(state["w"], key=int)
+    assert len(layers) == (1 if cfg.model.kind == "logistic" else
+                           len(cfg.model.hidden) + 1)
+
+    def accuracy(x, y):
+      z = np.asarray(x, np.float64)
+      for i, layer in enumerate(layers):
+        z = z @ state["w"][layer] + state["b"][layer]
+        if i < len(layers) - 1:
+          z = np.maximum(z, 0.0)  # relu
+      return float(np.mean(z.argmax(axis=1) == np.asarray(y)))
+    test = accuracy(data.x_test, data.y_test)
+    assert row["test_accuracy"] == pytest.approx(test, abs=1e-12)
+    assert row["logged_test_accuracy"] == pytest.approx(test, abs=1e-6)
+    assert row["train_accuracy"] == pytest.approx(
+        accuracy(data.x_train, data.y_train), abs=1e-12)
+    reference = {"logistic": 0.32, "mlp": 0.68}[cfg.model.kind]
+    assert row["reference"] == reference
+    assert row["difference"] == pytest.approx(test - reference, abs=1e-12)
+  assert _is_png(out / "plots" / "mnist1d_test_accuracy.png")
+
+
+def _check_methods(exp, out: Path) -> None:
+  payload = json.loads((out / "methods.json").read_text())
+  rows = {r["run"]: r for r in payload["runs"]}
+  assert set(rows) == {c.name for c in config.resolve_runs(exp, smoke=True)}
+  finals = {}
+  for name, row in rows.items():
+    run_dir = out / "runs" / name
+    cfg, x, _ = _train_set(run_dir)
+    n, regime = len(x), cfg.train.regime
+    assert payload["n_train"] == n
+    batch = {"full_batch": n, "sgd": 1}.get(regime.kind, regime.batch_size)
+    epochs = cfg.train.stop.max_epochs
+    per_epoch = {"full_batch": 1, "sgd": n}.get(regime.kind, n // batch)
+    assert row["updates"] == epochs * per_epoch, name
+    # Record-gradients recounted from the per-step log.
+    steps = results.read_metrics(run_dir)[0]
+    assert row["record_grads"] == int(steps["grad_evals"].sum()) * batch
+    if not cfg.optimizer.line_search:
+      assert row["record_grads"] == epochs * per_epoch * batch
+    # Test accuracy by NumPy from the checkpoint's parameters.
+    data, dataset = build.dataset(cfg, smoke=True)
+    template = analyses.common.initial_params(cfg, build.objective(cfg,
+                                                                   dataset))
+    params = results.final_params(run_dir, template)
+    z = np.asarray(data.x_test, np.float64)
+    for l, (w, b) in enumerate(zip(params["w"], params["b"])):
+      z = z @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+      z = np.tanh(z) if l < len(params["w"]) - 1 else z
+    accuracy = np.mean(z.argmax(1) == np.asarray(data.y_test))
+    assert abs(row["test_accuracy"] - accuracy) <= 1 / len(z) + 1e-9, name
+    # The first epoch at the target, from the JSON lines themselves.
+    lines = [json.loads(l) for l in
+             (run_dir / results.METRICS).read_text().splitlines()]
+    finals[name] = ([l for l in lines if l["kind"] == "epoch"],
+                    json.loads((run_dir / results.SUMMARY).read_text()))
+  target = max(s["final"]["train_loss"] for _, s in finals.values())
+  assert payload["target_loss"] == pytest.approx(target, rel=1e-12)
+  for name, (epochs, _) in finals.items():
+    first = next(e for e in epochs if e["train_loss"] <= target)
+    assert rows[name]["reached_epoch"] == first["epoch"]
+    assert rows[name]["reached_record_grads"] == (
+        first["grad_evals"] * rows[name]["batch"])
+  assert _is_png(out / "plots" / "methods_loss_record_grads.png")
+
+
+def _float64_problem(run_dir: Path, params_from: str):
+  """``(flat params, unravel, f, x, y)`` of a run, in float64, at its
+  initial or final parameters (the model of its config with ``train.dtype:
+  float64``, its data and parameters cast)."""
+  cfg = analyses.run_config(results.load_run(run_dir))
+  data, ds = build.dataset(cfg, smoke=True)
+  # The run's own initial parameters (drawn in its dtype), then float64.
+  k_init, _ = loop.run_keys(jax.random.PRNGKey(cfg.seed))
+  params = build.objective(cfg, ds).model.init(k_init)
+  if params_from == "final":
+    params = results.final_params(run_dir, params)
+  to64 = lambda a: jnp.asarray(np.asarray(a, np.float64))
+  flat, unravel = ravel_pytree(jax.tree_util.tree_map(to64, params))
+  objective = build.objective(
+      config.override(cfg, "train.dtype", "float64"), ds)
+  return (flat, unravel, objective.value, to64(data.x_train),
+          to64(data.y_train))
+
+
+def _power_iteration(value, flat, unravel, x, y, iters: int = 100) -> float:
+  """The top eigenvalue of the Hessian by power iteration on jax.grad."""
+  grad = jax.grad(lambda f: value(unravel(f), x, y))
+  hvp = jax.jit(lambda v: jax.jvp(grad, (flat,), (v,))[1])
+  v = np.random.default_rng(0).standard_normal(flat.shape)
+  lam = 0.0
+  for _ in range(iters):
+    w = np.asarray(hvp(jnp.asarray(v)))
+    lam = float(v @ w / (v @ v))
+    v = w / np.linalg.norm(w)
+  return lam
+
+
+def _check_edge_of_stability(exp, out: Path) -> None:
+  payload = json.loads((out / "edge_of_stability.json").read_text())
+  names = {r.name for r in config.resolve_runs(exp, smoke=True)}
+  assert {r["run"] for r in payload["runs"]} == names
+  for row in payload["runs"]:
+    rec = results.load_run(out / "runs" / row["run"])
+    cfg = analyses.run_config(rec)
+    eta = cfg.optimizer.learning_rate
+    assert row["threshold"] == pytest.approx(2 / eta, rel=1e-12)
+    sharp = np.asarray(rec.epochs["sharpness"], float)
+    epochs = np.asarray(rec.epochs["epoch"])[np.isfinite(sharp)]
+    sharp = sharp[np.isfinite(sharp)]
+    every = cfg.train.track.every
+    assert list(epochs) == list(range(every, int(epochs[-1]) + 1, every))
+    np.testing.assert_allclose(row["sharpness"], sharp, rtol=1e-12)
+    late = epochs > epochs[-1] / 2
+    assert row["ratio"] == pytest.approx(np.mean(sharp[late]) * eta / 2,
+                                         rel=1e-12)
+    assert row["max_sharpness"] == pytest.approx(sharp.max(), rel=1e-12)
+    loss = rec.epochs["train_loss"]
+    assert row["non_monotone"] == bool(np.any(np.diff(loss) > 0))
+  # The last tracked sharpness is at the final parameters: against power
+  # iteration on jax.grad in float64.
+  row = payload["runs"][-1]
+  flat, unravel, value, x, y = _float64_problem(out / "runs" / row["run"],
+                                                "final")
+  assert row["sharpness"][-1] == pytest.approx(
+      _power_iteration(value, flat, unravel, x, y), rel=1e-4)
+  assert _is_png(out / "plots" / "edge_of_stability.png")
+
+
+def _check_step_size(exp, out: Path) -> None:
+  payload = json.loads((out / "step_size.json").read_text())
+  names = {r.name for r in config.resolve_runs(exp, smoke=True)}
+  assert {r["run"] for r in payload["runs"]} == names
+  mlp_lam = None
+  for row in payload["runs"]:
+    run_dir = out / "runs" / row["run"]
+    rec = results.load_run(run_dir)
+    cfg = analyses.run_config(rec)
+    flat, unravel, value, x, y = _float64_problem(run_dir, "initial")
+    if cfg.model.kind == "linear":
+      a = np.hstack([np.asarray(x), np.ones((len(x), 1))])
+      y = np.asarray(y).ravel()
+      lam = np.linalg.eigvalsh(a.T @ a / len(a))[-1] * 2  # H = (2/n) A^T A
+      assert row["lambda_max"] == pytest.approx(lam, rel=1e-6)
+      # Plain gradient descent in NumPy from the same start.
+      p = unravel(flat)
+      theta = np.r_[np.ravel(p["w"][0]), np.ravel(p["b"][0])]  # bias last
+      losses = []
+      for _ in range(len(rec.steps["loss"])):
+        r = a @ theta - y
+        losses.append(r @ r / len(r))
+        theta = theta - cfg.optimizer.learning_rate * 2 * a.T @ r / len(r)
+      np.testing.assert_allclose(rec.steps["loss"], losses, rtol=1e-4)
+    else:  # the networks share their initial parameters: one Hessian
+      if mlp_lam is None:
+        h = jax.jit(jax.hessian(lambda f: value(unravel(f), x, y)))(flat)
+        mlp_lam = np.linalg.eigvalsh(np.asarray(h))[-1]
+      lam = mlp_lam
+      assert row["lambda_max"] == pytest.approx(lam, rel=1e-4)
+    if row["eta"] is not None:
+      assert row["predicted_diverges"] == (row["eta"] > 2 / lam)
+  assert mlp_lam is not None
+  # On the whole data set (the full run), the least-squares step sizes lie
+  # on either side of 2 / lambda_max.
+  runs = {r.name: r for r in config.resolve_runs(exp)}
+  data, _ = build.dataset(runs["least_squares_below"])
+  x = np.asarray(data.x_train, np.float64)
+  a = np.hstack([x, np.ones((len(x), 1))])
+  threshold = 2 / (2 * np.linalg.eigvalsh(a.T @ a / len(a))[-1])
+  assert (runs["least_squares_below"].optimizer.learning_rate < threshold <
+          runs["least_squares_above"].optimizer.learning_rate)
+  assert _is_png(out / "plots" / "step_size_threshold.png")
+
+
+def _check_landscape(exp, out: Path) -> None:
+  payload = json.loads((out / "landscape.json").read_text())
+  names = [r.name for r in config.resolve_runs(exp, smoke=True)]
+  assert [r["run"] for r in payload["runs"]] == names
+  for row in payload["runs"]:
+    rec = results.load_run(out / "runs" / row["run"])
+    cfg = analyses.run_config(rec)
+    data, dataset = build.dataset(cfg, smoke=True)
+    objective = build.objective(cfg, dataset)
+    init = objective.model.init(loop.run_keys(jax.random.PRNGKey(cfg.seed))[0])
+    final = results.final_params(out / "runs" / row["run"], init)
+    value = jax.jit(objective.value)
+    x, y = data.x_train, data.y_train
+    # The interpolation's end points and the slice's centre, evaluated here.
+    line = row["interpolation"]
+    alphas = np.asarray(line["alphas"])
+    for alpha, params in ((0.0, init), (1.0, final)):
+      k = int(np.argmin(np.abs(alphas - alpha)))
+      assert alphas[k] == alpha
+      assert line["loss"][k] == pytest.approx(float(value(params, x, y)),
+                                              rel=1e-5)
+    curve = np.asarray(line["loss"])[(alphas >= 0) & (alphas <= 1)]
+    bump = max(curve[k] - curve[:k + 1].min() for k in range(len(curve)))
+    assert row["max_bump"] == pytest.approx(bump, abs=1e-7)
+    grid = np.asarray(row["slice"]["loss"])
+    middle = len(grid) // 2
+    assert grid[middle, middle] == pytest.approx(float(value(final, x, y)),
+                                                 rel=1e-5)
+    # A corner of the slice from the stored directions, which keep each
+    # filter's norm (columns of the weight matrices) and leave biases alone.
+    flat, unravel = ravel_pytree(final)
+    d1, d2 = (unravel(jnp.asarray(row["slice"][k], flat.dtype))
+              for k in ("d1", "d2"))
+    a, b = row["slice"]["alphas"][-1], row["slice"]["betas"][0]
+    corner = jax.tree_util.tree_map(lambda p, u, v: p + a * u + b * v, final,
+                                    d1, d2)
+    assert grid[0, -1] == pytest.approx(float(value(corner, x, y)), rel=1e-4)
+    for w, dw in zip(final["w"], d1["w"]):
+      np.testing.assert_allclose(np.linalg.norm(dw, axis=0),
+                                 np.linalg.norm(w, axis=0), rtol=1e-5)
+    assert not np.any(ravel_pytree(d1["b"])[0])
+    # The explained variance of the path, one iterate an epoch, by NumPy.
+    rows = np.asarray(rec.trajectory)
+    per_epoch = cfg.train.regime.steps_per_epoch(len(x))
+    rows = rows[list(range(0, len(rows) - 1, per_epoch)) + [len(rows) - 1]]
+    np.testing.assert_allclose(rows[-1], flat, rtol=1e-6)
+    s = np.linalg.svd(rows[:-1] - rows[-1], compute_uv=False)
+    np.testing.assert_allclose([row["pca_ratio_1"], row["pca_ratio_2"]],
+                               s[:2] ** 2 / np.sum(s ** 2), atol=1e-4)
+    assert len(row["pca"]["path"]) == len(rows)
+  for name in ("interpolation", "slices", "pca", "between"):
+    assert _is_png(out / "plots" / f"landscape_{name}.png")
+
+
+def _logistic_pieces(params, x, y):
+  """Per-record softmax cross-entropy and its gradients, in NumPy."""
+  w = np.asarray(params["w"][0], np.float64)
+  b = np.asarray(params["b"][0], np.float64)
+  logits = x @ w + b
+  logits -= logits.max(1, keepdims=True)
+  p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  labels = y.ravel().astype(int)
+  loss = -np.log(p[np.arange(len(x)), labels])
+  err = p - np.eye(w.shape[1])[labels]
+  grads = np.hstack([err, (x[:, :, None] * err[:, None, :]).reshape(len(x), -1)])
+  return loss, grads  # grads: [b, w] per record, as ravel_pytree orders them
+
+
+def _check_noise_scale(exp, out: Path) -> None:
+  payload = json.loads((out / "noise_scale.json").read_text())
+  by_name = {r["run"]: r for r in payload["runs"]}
+  assert set(by_name) == {c.name for c in config.resolve_runs(exp, smoke=True)}
+  target, n = payload["target"], payload["n"]
+  for name in (payload["path_run"], payload["runs"][0]["run"]):
+    cfg, x, y = _train_set(out / "runs" / name)
+    assert cfg.model.kind == "logistic" and cfg.loss.penalty is None
+    _, _, objective = analyses.common.problem(cfg, True)
+    _, unravel = ravel_pytree(analyses.common.initial_params(cfg, objective))
+    rows = results.load_run(out / "runs" / name).trajectory
+    losses = [_logistic_pieces(unravel(jnp.asarray(r, jnp.float32)), x, y)[0]
+              .mean() for r in rows]
+    hit = [k for k, v in enumerate(losses) if v <= target]
+    assert by_name[name]["steps"] == (hit[0] if hit else None), name
+  # B_simple along the fastest large-batch path, by a loop over the records.
+  path = results.load_run(out / "runs" / payload["path_run"]).trajectory
+  for k, b_simple in enumerate(payload["b_simple_path"]):
+    _, g = _logistic_pieces(unravel(jnp.asarray(path[k], jnp.float32)), x, y)
+    trace = np.trace(np.cov(g.T, ddof=1))
+    g_bar = g.mean(0)
+    assert b_simple == pytest.approx(trace / (g_bar @ g_bar), rel=1e-4)
+  b_bar = payload["b_simple_mean"]
+  best = payload["best"]
+  factor = np.array([1 + b_bar * (1 / r["batch_size"] - 1 / n) for r in best])
+  s = np.array([r["steps"] for r in best], float)
+  s_min = np.exp(np.mean(np.log(s / factor)))
+  assert payload["s_min"] == pytest.approx(s_min, rel=1e-9)
+  np.testing.assert_allclose([r["predicted"] for r in best], s_min * factor,
+                             rtol=1e-9)
+  assert best == sorted(best, key=lambda r: r["batch_size"])
+  assert _is_png(out / "plots" / "noise_scale.png")
+
+
 CHECKS = {
     "subgradient_bound": _check_subgradient_bound,
     "closed_form": _check_closed_form,
     "seed_spread": _check_seed_spread,
     "gradcheck": _check_gradcheck,
     "surface": _check_surface,
+    "edge_of_stability": _check_edge_of_stability,
+    "step_size": _check_step_size,
+    "methods": _check_methods,
+    "mnist1d": _check_mnist1d,
+    "landscape": _check_landscape,
+    "noise_scale": _check_noise_scale,
 }
 
 

@@ -18,7 +18,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+from flax import serialization
 
 from gdlab import _startup, cli, config, results, run
 from helpers import without_timing
@@ -82,8 +84,11 @@ def _numbers(out: Path) -> dict:
     lines = (run_dir / results.METRICS).read_text().splitlines()
     summary = json.loads((run_dir / results.SUMMARY).read_text())
     summary.pop("versions")
+    # steps.npz byte for byte, and no chunk files left beside it.
+    assert not (run_dir / results.STEP_CHUNKS).exists()
     found[run_dir.name] = (
         lines and [without_timing(json.loads(line)) for line in lines],
+        (run_dir / results.STEPS).read_bytes(),
         without_timing(summary), results.read_checkpoint(run_dir).state,
         (run_dir / results.CONFIG).read_bytes())
   return found
@@ -120,9 +125,9 @@ def test_a_signal_at_any_moment_leaves_a_folder_that_resumes(
     # chunk ahead of the checkpoint, and resume cuts it back.
     run_dir = out / "runs" / "gd"
     meta = results.read_checkpoint(run_dir).meta
-    steps = [l for l in (run_dir / results.METRICS).read_text().splitlines()
-             if '"kind": "step"' in l]
-    assert len(steps) > meta["step_rows"]
+    steps = results.read_metrics(run_dir)[0]
+    assert len(steps["loss"]) > meta["step_rows"]
+    assert list((run_dir / results.STEP_CHUNKS).glob("*.npz"))
   elif phase == "compile2":  # a second Ctrl-C: out at once
     assert proc.returncode == 128 + sig, err
     assert "stopped at once" in err
@@ -144,8 +149,11 @@ def test_a_signal_at_any_moment_leaves_a_folder_that_resumes(
   # numbers, of an uninterrupted run).
   row = json.loads((out / "runs" / "gd" / results.METRICS).read_text()
                    .splitlines()[0])
-  for key in ("step", "fun_evals", "grad_evals"):
+  for key in ("epoch", "step", "fun_evals", "grad_evals"):
     assert isinstance(row[key], int), row
+  steps = results.read_metrics(out / "runs" / "gd")[0]
+  for key in ("step", "fun_evals", "grad_evals"):
+    assert steps[key].dtype == np.int64, key
 
 
 # ----------------------------------------------------------------------------
@@ -227,6 +235,10 @@ def test_resume_allows_a_larger_budget_when_asked(tmp_path, finished):
      "checkpoint"),
     (lambda d: (d / results.METRICS).write_text(""),
      "metrics.jsonl: expected the .* rows"),
+    (lambda d: (d / results.STEPS).unlink(),
+     "steps.npz: expected the .* step rows .* missing"),
+    (lambda d: (d / results.STEPS).write_bytes(b"PK\x03\x04" + b"\x00" * 40),
+     "steps.npz: expected NumPy arrays"),
     (lambda d: (d / results.METRICS).write_text(
         "{not json\n" + (d / results.METRICS).read_text()),
      "metrics.jsonl: line 1: expected a JSON object"),
@@ -244,6 +256,78 @@ def test_a_damaged_folder_is_named_never_resumed(tmp_path, finished, damage,
   damage(folder)
   _refused(lambda: run.run(cfg, folder, resume=True, plots=False), match,
            folder)
+
+
+def test_step_chunks_are_read_in_order_and_cut_at_the_checkpoint(tmp_path):
+  rng = np.random.default_rng(0)
+  steps = {"loss": rng.normal(size=10).astype(np.float32),
+           "step_size": rng.normal(size=10),
+           "grad_evals": np.arange(10, dtype=np.int32)}
+  epochs = {"epoch": np.arange(1, 4), "train_loss": rng.normal(size=3)}
+  part = lambda d, n: {k: v[:n] for k, v in d.items()}
+
+  def read(rows=None):
+    got, _ = results.read_metrics(tmp_path, rows=rows)
+    n = len(got["loss"])
+    np.testing.assert_array_equal(got["step"], np.arange(1, n + 1))
+    for k, v in steps.items():
+      np.testing.assert_array_equal(got[k], v[:n])
+      assert got[k].dtype == (np.int64 if k == "grad_evals" else np.float64)
+    return n
+
+  results.write_metrics(tmp_path, {}, {})
+  # Three chunks; the checkpoint covers the first two (7 steps, 2 epochs).
+  for (s0, e0), (s1, e1) in zip([(0, 0), (4, 1), (7, 2)],
+                                [(4, 1), (7, 2), (10, 3)]):
+    results.append_metrics(tmp_path, part(steps, s1), part(epochs, e1), s0, e0)
+  chunks = tmp_path / results.STEP_CHUNKS
+  assert sorted(p.name for p in chunks.iterdir()) == [
+      "000000000.npz", "000000004.npz", "000000007.npz"]
+  assert read() == 10 and read((7, 2)) == 7
+  # A resume writes the rows it keeps whole and drops the chunk files.
+  stale = (chunks / "000000004.npz").read_bytes()
+  results.write_metrics(tmp_path, part(steps, 7), part(epochs, 2))
+  assert not chunks.exists() and read() == 7
+  first = (tmp_path / results.STEPS).read_bytes()
+  results.write_metrics(tmp_path, part(steps, 7), part(epochs, 2))
+  assert (tmp_path / results.STEPS).read_bytes() == first
+  with np.load(tmp_path / results.STEPS) as z:
+    assert z["loss"].dtype == np.float32 and z["step_size"].dtype == float
+  # Killed while steps/ was being removed: the rows left are read once.
+  chunks.mkdir()
+  (chunks / "000000004.npz").write_bytes(stale)
+  assert read() == 7
+  # A chunk with no rows before it is damage, named.
+  (tmp_path / results.STEPS).unlink()
+  with pytest.raises(config.ConfigError, match="000000004.npz: expected "
+                     "step rows from 1"):
+    results.read_metrics(tmp_path)
+
+
+def test_a_folder_of_the_older_format_is_read_never_resumed(tmp_path,
+                                                           finished):
+  cfg, src = finished
+  folder = _copy(src, tmp_path / "run")
+  steps, epochs = results.read_metrics(folder)
+  # The older layout: a JSON line per step before the epoch lines.
+  lines = [json.dumps({"kind": "step", **{k: v[i].item() for k, v in
+                                          steps.items()}})
+           for i in range(len(steps["loss"]))]
+  old = folder / results.METRICS
+  old.write_text("\n".join(lines) + "\n" + old.read_text())
+  (folder / results.STEPS).unlink()
+  again, epochs_again = results.read_metrics(folder)
+  assert again.keys() == steps.keys() and epochs_again.keys() == epochs.keys()
+  for k in steps:
+    np.testing.assert_array_equal(again[k], steps[k])
+    assert again[k].dtype == steps[k].dtype
+  blob = serialization.msgpack_restore((folder / results.CHECKPOINT)
+                                       .read_bytes())
+  (folder / results.CHECKPOINT).write_bytes(serialization.msgpack_serialize(
+      {**blob, "format": "gdlab-checkpoint/2"}))
+  _refused(lambda: run.run(cfg, folder, resume=True, plots=False),
+           "format 'gdlab-checkpoint/2'.* reads such a folder but does not "
+           "resume it", folder)
 
 
 def _flip(path: Path) -> None:
@@ -377,8 +461,8 @@ def test_files_follow_the_umask(tmp_path, finished):
     run.run(cfg, tmp_path / "run", plots=False)
   finally:
     os.umask(old)
-  for name in (results.CONFIG, results.METRICS, results.SUMMARY,
-               results.CHECKPOINT, results.MARKER):
+  for name in (results.CONFIG, results.METRICS, results.STEPS,
+               results.SUMMARY, results.CHECKPOINT, results.MARKER):
     assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o640, name
 
 

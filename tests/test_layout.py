@@ -65,7 +65,7 @@ def _targets(node, module: str) -> set[str]:
 
 # Optional extras, imported where they are used so that `import gdlab` does
 # not pay for them: allowed inside functions anywhere.
-OPTIONAL_EXTRAS = {"pandas"}
+OPTIONAL_EXTRAS = {"pandas", "tensorboardX", "mnist1d"}
 
 
 def _function_imports(tree) -> list[tuple[str, int]]:

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -290,3 +291,180 @@ def test_envelope_keeps_the_shape_of_a_long_series():
     assert chunk.min() in ey and chunk.max() in ey
   short = np.arange(10.0)
   assert plots.envelope(short, short)[0] is short
+
+
+# What each figure family does to stay readable, checked on the Figure.
+
+def _run(loss, *, kind=None, lr=0.1, seed=0, stop="max_epochs", group=1,
+         steps_per_epoch=1):
+  """A run-like object: per-step loss, per-epoch losses, config, summary."""
+  loss = np.asarray(loss, float)
+  n = len(loss)
+  e = np.arange(1, n // steps_per_epoch + 1)
+  config = {"name": "r", "seed": seed,
+            "optimizer": {"name": "gd", "learning_rate": lr}}
+  if kind is not None:
+    config["train"] = {"regime": {"kind": kind}}
+  return SimpleNamespace(
+      steps={"loss": loss, "step_size": np.full(n, lr)},
+      epochs={"epoch": e * 1.0, "step": e * steps_per_epoch * 1.0,
+              "train_loss": loss[steps_per_epoch - 1::steps_per_epoch],
+              "time": 0.01 * e},
+      config=config,
+      summary={"stop_reason": stop, "sweep_group_size": group})
+
+
+def _overlap(a, b) -> bool:
+  return not (a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0)
+
+
+def _check_readable(fig):
+  """Every axes titled and labelled; a legend, if any, outside the data."""
+  fig.canvas.draw()
+  for ax in fig.axes:
+    if ax.get_label() == "<colorbar>":
+      assert ax.get_ylabel() or ax.get_xlabel()
+      continue
+    assert ax.get_title() or fig.get_suptitle(), ax
+    assert ax.get_xlabel() and ax.get_ylabel(), ax
+    legend = ax.get_legend()
+    if legend is not None:
+      assert not _overlap(legend.get_window_extent(),
+                          ax.get_window_extent())
+
+
+@pytest.fixture(scope="module")
+def noisy():
+  """GD for 40 steps beside SGD whose batch losses are noisy (3000 steps)."""
+  rng = np.random.default_rng(0)
+  k = np.arange(3000)
+  sgd = 2.0 / (1 + k / 100) * np.exp(rng.normal(size=k.size))
+  gd = 2.0 * 0.9 ** np.arange(40)
+  return {"gd": _run(gd, kind="full_batch", lr=2.0),
+          "sgd": _run(sgd, kind="sgd", lr=0.02, steps_per_epoch=300)}
+
+
+def test_stochastic_losses_are_smoothed_on_a_log_step_axis(noisy):
+  fig = plots.loss_curves(noisy, x="step", y="loss")
+  _check_readable(fig)
+  ax = fig.axes[0]
+  assert ax.get_xscale() == "log"  # 40 steps beside 3000
+  raw = [l for l in ax.lines if l.get_gid() == "raw"]
+  smooth = [l for l in ax.lines if l.get_gid() == "ema"]
+  assert len(raw) == len(smooth) == 1  # SGD only; GD is drawn as it is
+  assert raw[0].get_alpha() < 0.5 and smooth[0].get_alpha() in (None, 1.0)
+  # The span: one epoch (300 steps), at most 1% of the steps (30).
+  assert any("span 30 steps" in t.get_text()
+             for t in ax.get_legend().get_texts())
+  # The EMA against a plain loop with Adam's bias correction.
+  ys = noisy["sgd"].steps["loss"]
+  a, m, ref = 2 / 31, 0.0, []
+  for k, v in enumerate(ys, 1):
+    m = (1 - a) * m + a * v
+    ref.append(m / (1 - (1 - a) ** k))
+  np.testing.assert_allclose(plots.ema(ys, 30), ref, rtol=1e-12)
+  # y-limits from the EMA and GD's loss, not the raw band.
+  low = min(np.min(ref), np.min(noisy["gd"].steps["loss"]))
+  assert 0.5 * low < ax.get_ylim()[0] < low
+  assert ax.get_ylim()[0] > 5 * ys.min()
+  # Legend labels say what differs.
+  texts = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert any("learning_rate=2" in t for t in texts)
+
+
+def test_a_diverged_run_does_not_set_the_y_range():
+  k = np.arange(1.0, 301)
+  runs = {"small": _run(0.3 + 2 / k), "right": _run(0.32 + 1 / k),
+          "armijo": _run(0.33 + 1 / k, lr=16.0),
+          "large": _run(2.0 * 8.0 ** np.arange(8), lr=0.7, stop="diverged")}
+  fig = plots.loss_curves(runs)
+  _check_readable(fig)
+  ax = fig.axes[0]
+  assert ax.get_yscale() == "linear"  # the others span less than a decade
+  assert ax.get_xscale() == "linear"  # the diverged run's length is ignored
+  assert ax.get_ylim()[1] < 3.0 < 1e6
+  marks = [l for l in ax.lines if l.get_gid() == "diverged"]
+  assert len(marks) == 1 and marks[0].get_marker() == "^"
+  assert any("diverged" in t.get_text() for t in ax.texts)
+
+
+def test_sweeps_are_coloured_by_the_swept_value():
+  lrs = [0.001, 0.01, 0.1, 1.0]
+  runs = {f"s[learning_rate={lr:g},seed={s}]":
+          _run(1 / (1 + lr * np.arange(50.0)) + 0.01 * s, lr=lr, seed=s,
+               group=12)
+          for lr in lrs for s in range(3)}
+  fig = plots.loss_curves(runs, x="epoch", y="train_loss")
+  _check_readable(fig)
+  assert len(fig.axes) == 2  # the axes and their colour bar
+  bar = fig.axes[1]
+  assert bar.get_ylabel() == "learning rate"
+  ax = fig.axes[0]
+  assert ax.get_legend() is None  # no legend entry per run
+  # Seeds share their value's colour, the colour map is log over the grid.
+  colours = {tuple(l.get_color()) for l in ax.lines if l.get_xydata().size}
+  assert len(colours) == len(lrs)
+  # Vmapped runs share one wall time: nothing is drawn against it.
+  fig = plots.loss_curves(runs, x="time", y="train_loss")
+  assert not [l for l in fig.axes[0].lines if l.get_xydata().size]
+  assert "wall time" in fig.axes[0].get_title()
+
+
+def test_legend_is_outside_and_labels_name_the_differences(records):
+  fig = plots.loss_curves(records, x="epoch", y=("train_loss", "test_loss"))
+  _check_readable(fig)
+  texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  assert "training loss" in texts and "test loss" in texts  # styles, once
+  assert sum("gd" in t for t in texts) == 2  # gd, sgd: one entry per run
+  assert plots.run_labels({"a": _run([1.0], lr=0.5),
+                           "b[learning_rate=0.2]": _run([1.0], lr=0.2)}) == {
+      "a": "a (learning_rate=0.5)", "b[learning_rate=0.2]":
+      "b[learning_rate=0.2]"}
+
+
+def test_log_y_where_values_span_a_decade_and_floor():
+  f = 0.07 + 2.0 * 0.5 ** np.arange(100.0)  # 2.07 down to 0.07
+  fig = plots.loss_curves({"svm": _run(f)})
+  assert fig.axes[0].get_yscale() == "log"
+  gap = 10.0 ** -np.arange(20.0)
+  gap[15:] = [1e-19, 0.0, 3e-18, -1e-18, 2e-19]  # below rounding
+  fig = plots.loss_curves({"gd": _run(gap)}, floor=1e-16, log_y=True)
+  lines = [l for l in fig.axes[0].lines if l.get_label() == "gd"]
+  assert np.min(lines[0].get_ydata()) == 1e-16  # clipped, not a comb
+  _check_readable(fig)
+
+
+def test_categorical_seeds():
+  seeds = [0, 1, 2, 3, 4]
+  finals = {"logistic": np.full(5, 0.2844),
+            "mlp": np.array([0.0841, 0.0837, 0.0839, 0.0853, np.inf])}
+  fig = plots.strip(finals, seeds, ylabel="final loss")
+  _check_readable(fig)
+  for ax in fig.axes:
+    assert [t.get_text() for t in ax.get_xticklabels()] == list("01234")
+    dots = [l for l in ax.lines if l.get_marker() == "o"]
+    assert dots and all(l.get_linestyle() == "None" for l in dots)
+  # Equal values sit on one line in a range set by min_span, not noise.
+  lo, hi = fig.axes[0].get_ylim()
+  assert hi - lo == pytest.approx(0.01 * 0.2844)
+  assert "spread 0" in fig.axes[0].get_title()
+  assert [l for l in fig.axes[1].lines if l.get_gid() == "diverged"]
+  with pytest.raises(ValueError, match="values"):
+    plots.strip({"a": [1.0, 2.0]}, seeds)
+
+
+@pytest.mark.parametrize("family", ["step_sizes", "sensitivity", "surface",
+                                    "single"])
+def test_every_figure_is_titled_and_labelled(noisy, family):
+  if family == "step_sizes":
+    fig = plots.step_sizes(noisy)
+    assert fig.axes[0].get_xscale() == "log"
+  elif family == "sensitivity":
+    fig = plots.sensitivity([0.1, 1.0, 10.0], [[1.0, 0.1, np.inf],
+                                               [1.1, 0.2, 5.0]], xlabel="lr")
+  elif family == "surface":
+    fig = plots.surface("himmelblau", np.zeros((3, 2)), num=30)
+  else:
+    fig = plots.loss_curves({"sgd": noisy["sgd"]}, x="epoch",
+                            y="train_loss")
+  _check_readable(fig)

@@ -1,11 +1,15 @@
 """The comparison report of an experiment: its header, table and HTML page."""
 
+import dataclasses
+import json
 import re
+import shutil
 
 import pytest
 
 from gdlab import config
 from gdlab import report
+from gdlab import results
 from gdlab import run
 
 
@@ -78,3 +82,49 @@ def test_title_defaults_to_the_experiment_name(experiment, tmp_path):
   runs = sorted((experiment / "runs").iterdir())
   report.compare(runs, experiment)
   assert (experiment / "report.md").read_text().startswith("# tiny\n")
+
+
+def _grid_rows(md):
+  part = md[md.index("## Per grid point"):md.index("## Per run")]
+  return _table(part)
+
+
+def test_sweep_report_has_a_row_per_grid_point(experiment, tmp_path):
+  gd, momentum = [results.load_run(d)
+                  for d in sorted((experiment / "runs").iterdir())]
+  diverged = dataclasses.replace(momentum, summary={
+      **momentum.summary, "stop_reason": "diverged"})
+  # Two grid points of two seeds each; one run of the second diverged.
+  records = [gd, momentum, gd, diverged]
+  points = [{"optimizer.learning_rate": lr, "seed": s}
+            for lr in (0.1, 1.0) for s in (0, 1)]
+  md = report.compare(records, tmp_path, points=points).read_text()
+  assert (md.index("**Setup**") < md.index("## Per grid point")
+          < md.index("## Per run") < md.index("## Figures"))
+  head, *rows = _grid_rows(md)
+  assert head.startswith("| optimizer.learning_rate | seeds | diverged | "
+                         "final train loss (mean) | min | max | test loss")
+  assert "test accuracy" not in head  # a regression: no accuracy logged
+  # The final losses as summary.json holds them, averaged here.
+  final = {r.name: json.loads((r.path / results.SUMMARY).read_text())
+           ["final"] for r in (gd, momentum)}
+  a, b = final["gd"]["train_loss"], final["momentum"]["train_loss"]
+  cells = [row.strip("| ").split(" | ") for row in rows]
+  assert cells[0][:6] == ["0.1", "2", "0", report.format_value((a + b) / 2),
+                          report.format_value(min(a, b)),
+                          report.format_value(max(a, b))]
+  assert cells[1][:6] == ["1", "2", "1"] + [report.format_value(a)] * 3
+  assert cells[1][6] == report.format_value(final["gd"]["test_loss"])
+  page = (tmp_path / "report.html").read_text()
+  assert "<h2>Per grid point</h2>" in page
+
+
+def test_runs_of_several_folders_are_labelled_by_folder(experiment,
+                                                        tmp_path):
+  again = tmp_path / "again"
+  shutil.copytree(experiment, again)
+  runs = [d for e in (experiment, again)
+          for d in sorted((e / "runs").iterdir())]
+  md = report.compare(runs, tmp_path / "both").read_text()
+  for label in ("tiny/gd", "again/gd", "tiny/momentum", "again/momentum"):
+    assert f"| {label} |" in md and f"- {label}: `" in md

@@ -385,7 +385,7 @@ def test_unknown_analysis_is_a_load_time_error(tmp_path):
   path = tmp_path / "bad.yaml"
   path.write_text("name: x\nanalysis: seed_sprad\n")
   with pytest.raises(config.ConfigError, match=r"analysis: expected one of "
-                     r"'closed_form', .*'surface' or null; got 'seed_sprad'"):
+                     r"'closed_form', .*'surface'.* or null; got 'seed_sprad'"):
     config.load(path)
   path.write_text("name: x\nanalysis: seed_spread\nsweep: {seed: [0, 1]}\n")
   with pytest.raises(config.ConfigError, match="seed_sweep: true"):

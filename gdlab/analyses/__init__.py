@@ -23,6 +23,18 @@ naming what was expected.
 ``gradcheck``          hand-written backpropagation against ``jax.grad``:
                        the gradient-check grid, loss curves and speed
 ``surface``            optimiser paths on 2-D test functions
+``landscape``          loss landscapes of networks: interpolation from the
+                       initialisation, filter-normalised slices, the path
+                       on its PCA plane
+``edge_of_stability``  tracked sharpness of full-batch GD against ``2/eta``
+``step_size``          each run's step size against ``2/lambda_max`` at
+                       initialisation (closed form for least squares)
+``mnist1d``            MNIST-1D test accuracies beside the published ones
+``methods``            full-batch GD, SGD, mini-batch SGD, line search:
+                       updates, record-gradients, time, and the cost of
+                       a common training loss
+``noise_scale``        steps to a target loss against the batch size, beside
+                       the noise-scale prediction ``S_min (1 + B_noise/B)``
 =====================  =====================================================
 """
 
@@ -35,7 +47,13 @@ from gdlab import report
 # Each analysis module registers itself when imported.
 from gdlab.analyses import closed_form  # pylint: disable=unused-import
 from gdlab.analyses import convexity  # pylint: disable=unused-import
+from gdlab.analyses import default  # pylint: disable=unused-import
+from gdlab.analyses import edge_of_stability  # pylint: disable=unused-import
 from gdlab.analyses import engines  # pylint: disable=unused-import
+from gdlab.analyses import noise_scale  # pylint: disable=unused-import
+from gdlab.analyses import landscape  # pylint: disable=unused-import
+from gdlab.analyses import step_size  # pylint: disable=unused-import
+from gdlab.analyses import mnist1d  # pylint: disable=unused-import
 from gdlab.analyses import subgradient  # pylint: disable=unused-import
 from gdlab.analyses import surface  # pylint: disable=unused-import
 from gdlab.analyses.common import ANALYSES, register, run_config

@@ -24,7 +24,7 @@ def closed_form(exp, out, run_dirs, smoke=False) -> list[Section]:
   figure draws this prediction (dashed) over the logged loss gap.
   Writes ``closed_form.json``.
   """
-  rows, curves, payload = [], {}, {"runs": []}
+  rows, curves, payload, floors = [], {}, {"runs": []}, []
   for run_dir in run_dirs:
     rec = results.load_run(run_dir)
     cfg = common.run_config(rec)
@@ -69,13 +69,18 @@ def closed_form(exp, out, run_dirs, smoke=False) -> list[Section]:
       row["prediction_error"] = float(np.max(
           np.abs(gap[:len(p)] - p)[above] / p[above]))
     curves[rec.name] = common.series(**series)
+    # Gaps below the loss's rounding level (about eps f*) are noise.
+    floors.append(10 * float(np.finfo(np.asarray(data.x_train).dtype).eps)
+                  * abs(f_star))
     rows.append(row)
     payload["runs"].append(dict(row, theta=theta, theta_star=theta_star))
   path = plots.loss_curves(
       curves, out / results.PLOTS / "closed_form_gap.png", x="step",
       y=("measured", "predicted"), log_y=True, ylabel="f(theta_k) - f*",
       title="loss gap to the normal-equation solution (measured and "
-      "predicted)")
+      "predicted)", floor=max(floors) or None,
+      styles={"measured": {"lw": 4.0, "alpha": 0.4},
+              "predicted": {"ls": (0, (4, 2)), "lw": 1.6, "zorder": 3}})
   results.write_json(out / "closed_form.json", payload)
   text = (
       "theta* from numpy.linalg.lstsq on the training set (bias column "

@@ -121,10 +121,10 @@ def seed_spread(exp, out, run_dirs, smoke=False) -> list[Section]:
         runs, out / results.PLOTS / f"seeds_{rec.name}.png", x="epoch",
         y="train_loss", title=f"{rec.name}: training loss, "
         f"{len(seeds)} seeds"))
-  figures.insert(0, plots.sensitivity(
-      all_seeds, finals, out / results.PLOTS / "seed_spread.png",
-      xlabel="seed", ylabel="final training loss", log_x=False,
-      title="final training loss of each seed"))
+  figures.insert(0, plots.strip(
+      finals, all_seeds, out / results.PLOTS / "seed_spread.png",
+      xlabel="seed", ylabel="final training loss",
+      title="final training loss of each seed (dashed: median)"))
   results.write_json(out / "seed_spread.json", payload)
   text = (
       f"Each variant trained from {len(seeds)} seeds (initial parameters; "

@@ -1,5 +1,9 @@
 """Data for gdlab: synthetic and small real sets, 2-D test functions, batching.
 
+The real sets are scikit-learn's small ones (:mod:`gdlab.data.real`) and
+MNIST-1D, built by its own generator (:mod:`gdlab.data.mnist1d`, the
+``mnist1d`` extra).
+
 Every data set is a :class:`Dataset` (train and test arrays plus static
 metadata) built from an explicit seed; see :mod:`gdlab.data.dataset` for the
 label conventions, :func:`load` and :func:`names` for the registry, and
@@ -24,6 +28,7 @@ from gdlab.data.functions import rosenbrock
 from gdlab.data.idx import load_idx
 from gdlab.data.idx import load_mnist_idx
 from gdlab.data.idx import write_idx
+from gdlab.data.mnist1d import load_mnist1d
 from gdlab.data.real import breast_cancer
 from gdlab.data.real import diabetes
 from gdlab.data.real import digits
@@ -59,6 +64,7 @@ __all__ = (
     "linear",
     "load",
     "load_idx",
+    "load_mnist1d",
     "load_mnist_idx",
     "moons",
     "names",

@@ -25,11 +25,24 @@ name               n      features  task        labels
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from gdlab import _checks
 from gdlab.data import dataset
 from gdlab.data.dataset import Dataset
+
+
+@functools.lru_cache(maxsize=None)
+def _raw(load) -> tuple[np.ndarray, np.ndarray]:
+  """``(features, targets)`` of a ``sklearn.datasets`` loader, read from its
+  files once per process (an experiment loads its data once per run)."""
+  raw = load()
+  x, y = np.asarray(raw.data, float), np.asarray(raw.target)
+  x.setflags(write=False)
+  y.setflags(write=False)
+  return x, y
 
 
 def _load(name: str, loader: str, task: str, *, n, seed, test_fraction,
@@ -39,8 +52,8 @@ def _load(name: str, loader: str, task: str, *, n, seed, test_fraction,
   dataset.check_test_fraction(test_fraction)
   if task == "binary":
     _checks.check_choice("labels", labels, dataset.BINARY_LABELS)
-  raw = getattr(datasets, loader)()
-  x, y = np.asarray(raw.data, float), np.asarray(raw.target)
+  x_all, y_all = _raw(getattr(datasets, loader))
+  x, y = x_all.copy(), y_all.copy()
   gen = dataset.rng(seed)
   if n is not None:
     _checks.check_positive_int("n", n, minimum=2)
@@ -52,7 +65,7 @@ def _load(name: str, loader: str, task: str, *, n, seed, test_fraction,
     x, y = x[keep], y[keep]
   n_classes = None
   if task != "regression":
-    n_classes = int(raw.target.max()) + 1
+    n_classes = int(y_all.max()) + 1
   ds = dataset.build(gen, x, y, name=name, task=task, n_classes=n_classes,
                      test_fraction=test_fraction, labels=labels)
   if standardize_x or standardize_y:

@@ -16,6 +16,7 @@ from typing import Any
 
 from gdlab import _checks
 from gdlab.data import functions, real, synthetic
+from gdlab.data import mnist1d
 from gdlab.data.dataset import Dataset
 from gdlab.data.functions import Function2D
 
@@ -32,6 +33,7 @@ _DATASETS: dict[str, Callable[..., Dataset]] = {
     "iris": real.iris,
     "breast_cancer": real.breast_cancer,
     "diabetes": real.diabetes,
+    "mnist1d": mnist1d.load_mnist1d,
 }
 
 _FUNCTIONS: dict[str, Callable[..., Function2D]] = {
@@ -75,7 +77,8 @@ def load(name: str, *, seed=0, smoke: bool = False, **options) -> Dataset:
     smoke: cap the number of records at ``SMOKE_RECORDS`` for fast tests.
     **options: the loader's keyword options (``n``, ``noise``,
       ``test_fraction``, ``labels``, ...); see the functions in
-      :mod:`gdlab.data.synthetic` and :mod:`gdlab.data.real`.
+      :mod:`gdlab.data.synthetic`, :mod:`gdlab.data.real` and
+      :mod:`gdlab.data.mnist1d`.
 
   Returns:
     The :class:`~gdlab.data.Dataset`.

@@ -1,0 +1,174 @@
+"""``edge_of_stability``: tracked sharpness against ``2 / eta`` (Cohen et al.).
+
+Gradient descent with step ``eta`` on a quadratic with Hessian ``H`` is
+stable only while ``lambda_max(H) < 2 / eta``.  Cohen et al. (2021) observe
+that full-batch gradient descent on a neural network first raises the
+sharpness ``lambda_max`` of the training loss (progressive sharpening) until
+it reaches ``2 / eta``, then keeps it there, hovering about the threshold,
+while the loss goes on falling, non-monotonically: the edge of stability.
+
+The analysis reads the sharpness that the runs tracked
+(``train.track: {metrics: [sharpness]}``, ``gdlab.tracking``) from their
+logs; it computes nothing at new parameters.
+
+Reference:
+  J. Cohen, S. Kaur, Y. Li, J. Z. Kolter, A. Talwalkar, Gradient descent on
+  neural networks typically occurs at the edge of stability, ICLR 2021.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gdlab import plots
+from gdlab import results
+from gdlab.analyses import common
+from gdlab.analyses.common import register
+from gdlab.report import Section
+
+# A run "reaches the edge" at its first tracked sharpness above this share
+# of 2 / eta.
+REACHED = 0.9
+
+
+def tracked(run, name: str = "sharpness") -> tuple[np.ndarray, np.ndarray]:
+  """``(epochs, values)`` of a tracked epoch column, finite values only.
+
+  Raises:
+    KeyError: when the run did not track ``name``.
+  """
+  values = np.asarray(run.epochs[name], float)
+  epochs = np.asarray(run.epochs["epoch"], float)
+  ok = np.isfinite(values)
+  return epochs[ok], values[ok]
+
+
+def edge_row(epochs: np.ndarray, sharpness: np.ndarray,
+             loss: np.ndarray, eta: float) -> dict:
+  """The numbers of one run against the threshold ``2 / eta``.
+
+  Args:
+    epochs, sharpness: the tracked epochs and their sharpness.
+    loss: the training loss of every epoch (NaN where not evaluated).
+    eta: the constant step size.
+
+  Returns:
+    ``threshold`` (``2 / eta``), ``initial_sharpness`` (the first tracked),
+    ``max_sharpness``, ``ratio`` (the mean of ``sharpness / threshold`` over
+    the tracked epochs in the second half of training, ``epoch > E / 2``),
+    ``reached_epoch`` (the first tracked epoch with a sharpness above
+    ``REACHED`` times the threshold, or None), ``loss_increases`` (epochs
+    whose training loss exceeds the previous one) and ``non_monotone``.
+  """
+  threshold = 2.0 / eta
+  late = epochs > epochs.max() / 2 if len(epochs) else epochs.astype(bool)
+  reached = epochs[sharpness >= REACHED * threshold]
+  loss = np.asarray(loss, float)
+  loss = loss[np.isfinite(loss)]
+  increases = int(np.sum(np.diff(loss) > 0))
+  return {
+      "eta": eta, "threshold": threshold,
+      "initial_sharpness": float(sharpness[0]) if len(sharpness) else None,
+      "max_sharpness": float(sharpness.max()) if len(sharpness) else None,
+      "ratio": float(np.mean(sharpness[late]) / threshold) if late.any()
+               else None,
+      "reached_epoch": int(reached[0]) if len(reached) else None,
+      "loss_increases": increases, "non_monotone": increases > 0,
+  }
+
+
+def sharpness_figure(runs, step_sizes: dict[str, float], path=None, *,
+                     title: str = "edge of stability"):
+  """The training loss and the sharpness against epochs, with ``2 / eta``.
+
+  Left: each run's training loss per epoch (log scale); right: its tracked
+  sharpness, and ``2 / eta`` as a dashed line of the same colour.  Follows
+  the contract of ``gdlab.plots`` (``path=None`` returns the figure).
+
+  Args:
+    runs: mapping ``name -> run`` (records or histories with epoch columns
+      ``epoch``, ``train_loss`` and ``sharpness``).
+    step_sizes: ``name -> eta`` of the runs to draw a threshold for.
+    path: the PNG to write, or None.
+    title: the figure's title.
+  """
+  fig = plots.InlineFigure(figsize=(11, 4.2), layout="constrained")
+  loss_ax, sharp_ax = fig.subplots(1, 2)
+  drawn = False
+  for i, (name, run) in enumerate(plots.named_runs(runs).items()):
+    colour = plots.run_colour(i)
+    e = np.asarray(run.epochs["epoch"], float)
+    loss = np.asarray(run.epochs["train_loss"], float)
+    ok = np.isfinite(loss) & (loss > 0)
+    loss_ax.plot(e[ok], loss[ok], color=colour, lw=1.2, label=name)
+    if "sharpness" in run.epochs:
+      te, s = tracked(run)
+      sharp_ax.plot(te, s, color=colour, lw=1.5, label=f"{name}: sharpness")
+      drawn = drawn or bool(len(s))
+    if name in step_sizes:
+      sharp_ax.axhline(2.0 / step_sizes[name], color=colour, ls="--", lw=1.2,
+                       label=f"{name}: 2/eta = {2.0 / step_sizes[name]:.3g}")
+  if not drawn:
+    plots.mark_no_data(sharp_ax, "sharpness")
+  loss_ax.set_yscale("log")
+  loss_ax.set(xlabel="epoch", ylabel="training loss",
+              title="training loss (full batch)")
+  sharp_ax.set(xlabel="epoch", ylabel="lambda_max of the Hessian",
+               title="sharpness and 2/eta (dashed)")
+  for ax in (loss_ax, sharp_ax):
+    ax.grid(True, alpha=0.3)
+    plots.place_legend(ax)
+  fig.suptitle(title)
+  return plots.finish(fig, path)
+
+
+@register("edge_of_stability")
+def edge_of_stability(exp, out, run_dirs, smoke=False) -> list[Section]:
+  """Tracked sharpness of constant-step full-batch GD runs against ``2/eta``.
+
+  Writes ``edge_of_stability.json`` (one row per run, see :func:`edge_row`,
+  and the tracked series) and ``plots/edge_of_stability.png``.
+  """
+  rows, runs, etas, payload = [], {}, {}, {"runs": []}
+  for run_dir in run_dirs:
+    rec = results.load_run(run_dir)
+    cfg = common.run_config(rec)
+    o = cfg.optimizer
+    common.need(o.name == "gd" and o.line_search is None and not o.momentum
+                and o.schedule == "constant" and
+                cfg.train.regime.kind == "full_batch", "edge_of_stability",
+                "full-batch gradient descent with a constant step", cfg)
+    common.need("sharpness" in rec.epochs, "edge_of_stability",
+                "the sharpness tracked (train.track: {metrics: "
+                "[sharpness]})", cfg)
+    epochs, sharpness = tracked(rec)
+    row = {"run": rec.name, "epochs": int(rec.summary.get("epochs", 0)),
+           "stop_reason": rec.summary.get("stop_reason"),
+           **edge_row(epochs, sharpness, rec.epochs["train_loss"],
+                      o.learning_rate)}
+    rows.append(row)
+    runs[rec.name] = rec
+    etas[rec.name] = o.learning_rate
+    payload["runs"].append(dict(row, tracked_epochs=epochs,
+                                sharpness=sharpness))
+  path = sharpness_figure(runs, etas,
+                          out / results.PLOTS / "edge_of_stability.png",
+                          title=f"{exp.name}: sharpness against 2/eta")
+  results.write_json(out / "edge_of_stability.json", payload)
+  text = (
+      "Sharpness = lambda_max of the Hessian of the training loss, tracked "
+      "during training (Lanczos on the training set, gdlab.tracking). "
+      "ratio = mean of sharpness / (2/eta) over the tracked epochs of the "
+      "second half of training: about 1 at the edge of stability (Cohen et "
+      f"al., ICLR 2021). reached = first tracked epoch with a sharpness "
+      f"above {REACHED:g} (2/eta); loss increases = epochs whose training "
+      "loss exceeds the previous epoch's.\n\n"
+      + common.table(rows, [
+          ("run", "run"), ("eta", "eta"), ("threshold", "2/eta"),
+          ("initial_sharpness", "first tracked sharpness"),
+          ("max_sharpness", "max sharpness"),
+          ("ratio", "sharpness / (2/eta), second half"),
+          ("reached_epoch", "reached (epoch)"),
+          ("loss_increases", "loss increases"),
+          ("non_monotone", "loss non-monotone")]))
+  return [Section("Sharpness at the edge of stability", text, [path])]
