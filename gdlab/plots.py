@@ -146,14 +146,28 @@ class InlineFigure(Figure):
 
   def _repr_png_(self) -> bytes:
     buffer = io.BytesIO()
+    _settle(self)
     self.savefig(buffer, dpi=DPI, format="png")
     return buffer.getvalue()
+
+
+def _settle(fig: Figure) -> None:
+  """Lays ``fig`` out once and keeps that layout.
+
+  The constrained layout moves a little at every rendering when a legend
+  sits outside the axes; fixed after the first, every rendering (the file,
+  the notebook's inline image) is the same picture.
+  """
+  if fig.get_layout_engine() is not None:
+    fig.canvas.draw()
+    fig.set_layout_engine("none")
 
 
 def save_png(fig: Figure, path) -> Path:
   """Writes ``fig`` as a PNG to ``path`` (creating the folder); returns it."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  _settle(fig)
   fig.savefig(path, dpi=DPI, format="png")
   return path
 
