@@ -74,7 +74,6 @@ from matplotlib import colors as mcolors
 from matplotlib import ticker
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from scipy import signal
 
 from gdlab import data
 from gdlab import results
@@ -167,8 +166,11 @@ def save_png(fig: Figure, path) -> Path:
   """Writes ``fig`` as a PNG to ``path`` (creating the folder); returns it."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  _settle(fig)
   fig.savefig(path, dpi=DPI, format="png")
+  # The file is the first rendering: its layout is kept (as by _settle)
+  # without drawing the figure a second time.
+  if fig.get_layout_engine() is not None:
+    fig.set_layout_engine("none")
   return path
 
 
@@ -433,6 +435,9 @@ def ema(ys: np.ndarray, span: int) -> np.ndarray:
   1)``, returned as ``m_k / (1 - (1 - a)^k)`` (Adam's correction), so the
   first values are the mean of the values so far rather than pulled to 0.
   """
+  # Imported here: scipy.signal takes longer to import than a run's figures
+  # take to draw, and only smoothed curves need it.
+  from scipy import signal  # pylint: disable=import-outside-toplevel
   ys = np.asarray(ys, float)
   a = 2.0 / (max(int(span), 1) + 1.0)
   m = signal.lfilter([a], [1.0, a - 1.0], ys)

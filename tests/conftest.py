@@ -10,7 +10,7 @@ turn on lives in this session's temporary folder, shared by the pytest
 workers and the processes the tests start: a test suite never reads or fills
 the user's own cache, and a program compiled by one test process is read back
 by the next.  ``GDLAB_COMPILATION_CACHE=off`` set by the user turns it off for
-the tests too.  Data sets that gdlab builds and caches (MNIST-1D) are
+the tests too.  Data sets that gdlab caches (MNIST-1D, scikit-learn's) are
 cached in the same session folder, never in the user's.
 
 XLA compiles the suite's programs at LLVM optimisation level 0 and, where
@@ -62,7 +62,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from gdlab import compilation_cache  # pylint: disable=wrong-import-position
-from gdlab.data import mnist1d  # pylint: disable=wrong-import-position
+from gdlab.data import cache as data_cache  # pylint: disable=wrong-import-position
 
 jax.config.update("jax_enable_x64", True)
 
@@ -73,42 +73,39 @@ def pytest_configure(config):
       "jax.numpy_dtype_promotion('strict') (implicit dtype mixes raise)")
 
 
+def _session_folder(tmp_path_factory, env: str, name: str):
+  """Points ``env`` at ``name`` in the run's temporary folder (shared by the
+  pytest workers and the processes the tests start) for the session, then
+  restores it; yields the folder."""
+  previous = os.environ.get(env)
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent  # the run's folder, above the workers' own
+  folder = base / name
+  folder.mkdir(exist_ok=True)
+  os.environ[env] = str(folder)
+  yield folder
+  if previous is None:
+    del os.environ[env]
+  else:
+    os.environ[env] = previous
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _compilation_cache(tmp_path_factory):
   """This session's persistent compilation cache (see the module doc)."""
   if compilation_cache.folder() is None:
     yield None  # turned off by the user: the tests run without it
     return
-  previous = os.environ.get(compilation_cache.ENV)
-  base = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    base = base.parent  # the run's folder, above the workers' own
-  folder = base / "compilation-cache"
-  folder.mkdir(exist_ok=True)
-  os.environ[compilation_cache.ENV] = str(folder)
-  yield folder
-  if previous is None:
-    del os.environ[compilation_cache.ENV]
-  else:
-    os.environ[compilation_cache.ENV] = previous
+  yield from _session_folder(tmp_path_factory, compilation_cache.ENV,
+                             "compilation-cache")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _data_cache(tmp_path_factory):
-  """Built data sets (MNIST-1D) are cached in this session's temporary
-  folder, shared by the workers: the tests never fill the user's cache."""
-  previous = os.environ.get(mnist1d.ENV)
-  base = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    base = base.parent
-  folder = base / "data-cache"
-  folder.mkdir(exist_ok=True)
-  os.environ[mnist1d.ENV] = str(folder)
-  yield folder
-  if previous is None:
-    del os.environ[mnist1d.ENV]
-  else:
-    os.environ[mnist1d.ENV] = previous
+  """Data sets that gdlab caches (MNIST-1D, scikit-learn's) are kept in this
+  session's temporary folder: the tests never fill the user's cache."""
+  yield from _session_folder(tmp_path_factory, data_cache.ENV, "data-cache")
 
 
 @pytest.fixture(autouse=True)

@@ -331,7 +331,7 @@ def test_the_cases_are_distinct():
 
 def test_an_unregistered_analysis_fails_before_training(gdlab_in, monkeypatch,
                                                         tmp_path, capsys):
-  monkeypatch.delitem(analyses.ANALYSES, "closed_form")
+  monkeypatch.delitem(analyses.MODULES, "closed_form")
   before = _tree(tmp_path)
   status, _, err = gdlab_in(["run", "closed_form", "--smoke"], capsys)
   assert status == 2

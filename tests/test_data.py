@@ -492,3 +492,35 @@ def test_bad_batch_size_raises(batch_size, error, match):
 def test_bad_remainder_raises():
   with pytest.raises(ValueError, match="remainder: .*'pad'.*got 'keep'"):
     data.epoch_batches(jax.random.key(0), 10, 3, "keep")
+
+
+def test_sklearn_sets_are_cached_and_read_back_without_sklearn(tmp_path,
+                                                                monkeypatch):
+  from sklearn import datasets as sk
+  from gdlab.data import cache, real
+  monkeypatch.setenv(cache.ENV, str(tmp_path))
+  real._raw.cache_clear()
+  x, y = real._raw("load_iris")
+  raw = sk.load_iris()
+  np.testing.assert_array_equal(x, raw.data)
+  np.testing.assert_array_equal(y, raw.target)
+  (file,) = tmp_path.glob("sklearn-load_iris-*.npz")
+  # Read back from the file, not from scikit-learn: a file with other values
+  # but the right key is what a later process gets.
+  with np.load(file) as f:
+    key = str(f["key"])
+  cache.write(file, key, {"x": x + 1.0, "y": y})
+  real._raw.cache_clear()
+  np.testing.assert_array_equal(real._raw("load_iris")[0], raw.data + 1.0)
+  # A damaged file, or one of another key, is rebuilt from scikit-learn.
+  for damage in (b"not a zip file", None):
+    if damage is None:
+      cache.write(file, key.replace("load_iris", "load_wine"), {"x": x, "y": y})
+    else:
+      file.write_bytes(damage)
+    real._raw.cache_clear()
+    np.testing.assert_array_equal(real._raw("load_iris")[0], raw.data)
+  real._raw.cache_clear()
+  monkeypatch.setenv(cache.ENV, "off")
+  np.testing.assert_array_equal(real._raw("load_iris")[0], raw.data)
+  real._raw.cache_clear()

@@ -66,7 +66,7 @@ def test_config_is_complete(name):
   assert exp.question.strip() and "\n" not in exp.question.strip()
   assert exp.description.strip()
   assert exp.smoke, "a smoke section makes the experiment run in seconds"
-  assert exp.analysis is None or exp.analysis in analyses.ANALYSES
+  assert exp.analysis is None or exp.analysis in analyses.MODULES
   runs = config.resolve_runs(exp, smoke=True)
   assert len({r.name for r in runs}) == len(runs)
 
@@ -514,7 +514,9 @@ CHECKS = {
 
 
 def test_every_analysis_is_checked():
-  assert set(CHECKS) == set(analyses.ANALYSES) == set(config.ANALYSES)
+  assert set(CHECKS) == set(analyses.MODULES) == set(config.ANALYSES)
+  for name in analyses.MODULES:   # each module registers the analysis it is named for
+    assert analyses.get(name) is analyses.ANALYSES[name]
 
 
 # ----------------------------------------------------------------------------

@@ -4,10 +4,14 @@ Read from the source with ``ast`` (nothing is imported or run): every
 ``import`` of a gdlab module by a gdlab module is an edge, and the graph
 must have no cycle (a cycle says a concept is in the wrong module).  An
 import inside a function is allowed only in the command line, ``gdlab.cli``,
-where XLA's flags must be set before JAX initialises its backends.
+where XLA's flags must be set before JAX initialises its backends, and for
+the optional extras and slow-to-import libraries of ``LAZY``; the command
+starts without importing the latter (one test imports it in a new process).
 """
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +25,6 @@ FUNCTION_IMPORTS_ALLOWED = {"gdlab.cli"}
 # Imports inside functions in modules whose owners are moving them to the
 # top; remove an entry when its import moves (the test fails on a stale one).
 PENDING = {
-    ("gdlab.data.real", "_load"),
     ("gdlab.models", "__init__"),
 }
 
@@ -63,9 +66,13 @@ def _targets(node, module: str) -> set[str]:
   return out
 
 
-# Optional extras, imported where they are used so that `import gdlab` does
-# not pay for them: allowed inside functions anywhere.
+# Optional extras, and libraries slower to import than the few functions
+# that use them take to run (scipy's and scikit-learn's solvers and data
+# sets), imported where they are used so that `import gdlab` and the `gdlab`
+# command do not pay for them: allowed inside functions anywhere.
 OPTIONAL_EXTRAS = {"pandas", "tensorboardX", "mnist1d"}
+SLOW_TO_IMPORT = {"scipy", "sklearn"}
+LAZY = OPTIONAL_EXTRAS | SLOW_TO_IMPORT
 
 
 def _function_imports(tree) -> list[tuple[str, int]]:
@@ -74,7 +81,10 @@ def _function_imports(tree) -> list[tuple[str, int]]:
     if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
       for node in ast.walk(fn):
         if isinstance(node, ast.Import) and all(
-            a.name.split(".")[0] in OPTIONAL_EXTRAS for a in node.names):
+            a.name.split(".")[0] in LAZY for a in node.names):
+          continue
+        if (isinstance(node, ast.ImportFrom) and node.level == 0 and
+            node.module.split(".")[0] in LAZY):
           continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
           found.append((fn.name, node.lineno))
@@ -195,3 +205,14 @@ def test_lower_modules_do_not_reach_up(module, forbidden):
 def test_nothing_imports_the_command_line():
   for module, edges in GRAPH.items():
     assert "gdlab.cli" not in edges, module
+
+
+def test_the_command_starts_without_the_slow_imports():
+  # scipy and scikit-learn take longer to import than a run's figures take to
+  # draw; the analyses and data sets that need them import them when used.
+  code = ("import sys, gdlab, gdlab.cli, gdlab.run; "
+          "print(sorted({m.split('.')[0] for m in sys.modules} & "
+          f"set({sorted(LAZY)!r})))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, check=True, cwd=ROOT).stdout
+  assert out.strip() == "[]"

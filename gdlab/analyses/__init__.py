@@ -40,23 +40,31 @@ naming what was expected.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Callable
 
 from gdlab import config as config_lib
 from gdlab import report
-# Each analysis module registers itself when imported.
-from gdlab.analyses import closed_form  # pylint: disable=unused-import
-from gdlab.analyses import convexity  # pylint: disable=unused-import
-from gdlab.analyses import default  # pylint: disable=unused-import
-from gdlab.analyses import edge_of_stability  # pylint: disable=unused-import
-from gdlab.analyses import engines  # pylint: disable=unused-import
-from gdlab.analyses import noise_scale  # pylint: disable=unused-import
-from gdlab.analyses import landscape  # pylint: disable=unused-import
-from gdlab.analyses import step_size  # pylint: disable=unused-import
-from gdlab.analyses import mnist1d  # pylint: disable=unused-import
-from gdlab.analyses import subgradient  # pylint: disable=unused-import
-from gdlab.analyses import surface  # pylint: disable=unused-import
 from gdlab.analyses.common import ANALYSES, register, run_config
+
+# The module of each analysis.  A module registers its analysis when it is
+# imported, which happens when the analysis runs (:func:`get`): importing
+# gdlab, and starting the gdlab command, does not pay for the independent
+# solvers and numerical tools that some analyses use (scikit-learn, scipy).
+MODULES = {
+    "closed_form": "closed_form",
+    "seed_spread": "convexity",
+    "methods": "default",
+    "edge_of_stability": "edge_of_stability",
+    "gradcheck": "engines",
+    "landscape": "landscape",
+    "mnist1d": "mnist1d",
+    "noise_scale": "noise_scale",
+    "step_size": "step_size",
+    "subgradient_bound": "subgradient",
+    "surface": "surface",
+}
 
 
 def check(exp: config_lib.ExperimentConfig) -> None:
@@ -66,11 +74,24 @@ def check(exp: config_lib.ExperimentConfig) -> None:
     ConfigError: when ``exp.analysis`` is not ``None`` and not the name of a
       registered analysis; the message lists them.
   """
-  if exp.analysis is not None and exp.analysis not in ANALYSES:
+  if exp.analysis is not None and exp.analysis not in MODULES:
     raise config_lib.ConfigError(
         f"analysis: expected one of "
-        f"{', '.join(repr(a) for a in sorted(ANALYSES))} or null; got "
+        f"{', '.join(repr(a) for a in sorted(MODULES))} or null; got "
         f"{config_lib.short(exp.analysis)}.")
+
+
+def get(name: str) -> Callable[..., list[report.Section]]:
+  """The analysis registered under ``name``, its module imported first.
+
+  Raises:
+    KeyError: for a name of no analysis (:data:`MODULES` lists them).
+  """
+  if name not in MODULES:
+    raise KeyError(f"analysis: expected one of {', '.join(sorted(MODULES))}; "
+                   f"got {name!r}.")
+  importlib.import_module(f"{__name__}.{MODULES[name]}")
+  return ANALYSES[name]
 
 
 def run(exp: config_lib.ExperimentConfig, out: Path, run_dirs: list[Path],
@@ -79,7 +100,8 @@ def run(exp: config_lib.ExperimentConfig, out: Path, run_dirs: list[Path],
   check(exp)
   if exp.analysis is None:
     return []
-  return ANALYSES[exp.analysis](exp, out, run_dirs, smoke=smoke)
+  return get(exp.analysis)(exp, out, run_dirs, smoke=smoke)
 
 
-__all__ = ["ANALYSES", "check", "register", "run", "run_config"]
+__all__ = ["ANALYSES", "MODULES", "check", "get", "register", "run",
+           "run_config"]

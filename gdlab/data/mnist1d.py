@@ -15,17 +15,11 @@ states are saved before it runs and restored after, so a caller's random
 streams are unaffected.
 
 The arrays are cached after the first build in one ``.npz`` per set of
-arguments, named by the package's version and a hash of the arguments, and
-written atomically (a temporary file renamed into place).  A cache file that
-cannot be read or does not hold what its arguments give (a wrong shape, other
-arguments) is rebuilt.  The folder is, in order:
-
-* ``cache_dir`` when given;
-* ``$GDLAB_DATA_CACHE`` when it names a folder (``off``, ``0``, ``false`` or
-  ``no`` turn the cache off: every call builds the set);
-* ``$XDG_CACHE_HOME/gdlab/data`` or ``~/.cache/gdlab/data``.
-
-An unwritable folder is not an error: the set is built and not kept.
+arguments, named by the package's version and a hash of the arguments, in
+the data cache (``gdlab.data.cache``: ``$GDLAB_DATA_CACHE``, by default
+``~/.cache/gdlab/data``; ``off`` turns it off).  A cache file that cannot be
+read or does not hold what its arguments give (a wrong shape, other
+arguments) is rebuilt; an unwritable folder is not an error.
 
 Reference: S. Greydanus, "Scaling down deep learning", arXiv:2011.14439
 (2020); https://github.com/greydanus/mnist1d.
@@ -34,14 +28,10 @@ Reference: S. Greydanus, "Scaling down deep learning", arXiv:2011.14439
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
-import json
 import math
 import os
 import random
-import tempfile
-import zipfile
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -50,14 +40,13 @@ import jax
 import numpy as np
 
 from gdlab import _checks
+from gdlab.data import cache
 from gdlab.data import dataset
 from gdlab.data.dataset import Dataset
 
-ENV = "GDLAB_DATA_CACHE"
+ENV = cache.ENV
 INSTALL = 'pip install "gdlab[mnist1d]"'
 PACKAGE = "mnist1d"
-_OFF = ("off", "0", "false", "no")
-_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def package() -> ModuleType:
@@ -88,28 +77,18 @@ def generator_args(test_fraction: float = 0.2) -> dict[str, Any]:
 
 
 def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path | None:
-  """The cache folder (see the module doc), or ``None`` when it is off."""
-  if cache_dir is not None:
-    return Path(cache_dir).expanduser()
-  setting = os.environ.get(ENV, "").strip()
-  if setting.lower() in _OFF:
-    return None
-  if setting:
-    return Path(setting).expanduser()
-  base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-  return Path(base) / "gdlab" / "data"
+  """The cache folder (``gdlab.data.cache.folder``), or ``None`` when off."""
+  return cache.folder(cache_dir)
 
 
 def cache_key(args: dict[str, Any], package_version: str) -> str:
   """The canonical text that names one build: the version and the arguments."""
-  return json.dumps({"package": PACKAGE, "version": package_version,
-                     "args": args}, sort_keys=True)
+  return cache.key(PACKAGE, package_version, args)
 
 
 def cache_path(folder: Path, key: str, package_version: str) -> Path:
   """``folder/mnist1d-<version>-<hash of key>.npz``."""
-  digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-  return folder / f"{PACKAGE}-{package_version}-{digest}.npz"
+  return cache.path(folder, f"{PACKAGE}-{package_version}", key)
 
 
 def expected_shapes(args: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -147,38 +126,6 @@ def build(args: dict[str, Any]) -> dict[str, np.ndarray]:
           "y_test": np.asarray(raw["y_test"])}
 
 
-def _read(path: Path, key: str,
-          shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
-  """A cache file's arrays, or ``None`` when it is missing or not right."""
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      if str(f["key"]) != key:
-        return None
-      arrays = {k: f[k] for k in _KEYS}
-  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-    return None
-  if any(arrays[k].shape != shapes[k] for k in _KEYS):
-    return None
-  return arrays
-
-
-def _write(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
-  """Writes the cache file atomically; an unwritable folder is skipped."""
-  try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix=".tmp")
-  except OSError:
-    return
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, key=np.asarray(key), **arrays)
-    os.replace(tmp, path)
-  except OSError:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-
-
 def arrays(test_fraction: float = 0.2,
            cache_dir: str | os.PathLike | None = None
            ) -> dict[str, np.ndarray]:
@@ -199,17 +146,10 @@ def arrays(test_fraction: float = 0.2,
   args = generator_args(test_fraction)
   package_version = version()
   key = cache_key(args, package_version)
-  shapes = expected_shapes(args)
   folder = cache_folder(cache_dir)
   path = None if folder is None else cache_path(folder, key, package_version)
-  if path is not None:
-    cached = _read(path, key, shapes)
-    if cached is not None:
-      return cached
-  built = build(args)
-  if path is not None:
-    _write(path, key, built)
-  return built
+  return cache.cached(path, key, expected_shapes(args),
+                      lambda: build(args))
 
 
 def load_mnist1d(n: int | None = None, *, seed=0, test_fraction: float = 0.2,

@@ -13,6 +13,11 @@ Contract: the raw files come with the ``scikit-learn`` package
 
 Label shapes and dtypes follow :mod:`gdlab.data.dataset`.
 
+The raw arrays are read through scikit-learn once and then kept in the data
+cache (:mod:`gdlab.data.cache`, keyed by scikit-learn's version and the
+loader): importing scikit-learn takes longer than a small run trains, and a
+cached set is read without it.
+
 =================  =====  ========  ==========  ===============================
 name               n      features  task        labels
 =================  =====  ========  ==========  ===============================
@@ -26,20 +31,35 @@ name               n      features  task        labels
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 
 import numpy as np
 
 from gdlab import _checks
+from gdlab.data import cache
 from gdlab.data import dataset
 from gdlab.data.dataset import Dataset
 
 
+def _read_sklearn(loader: str) -> dict[str, np.ndarray]:
+  # Imported here: scikit-learn is slow to import, and needed only to fill
+  # the cache.
+  from sklearn import datasets
+  raw = getattr(datasets, loader)()
+  return {"x": np.asarray(raw.data, float), "y": np.asarray(raw.target)}
+
+
 @functools.lru_cache(maxsize=None)
-def _raw(load) -> tuple[np.ndarray, np.ndarray]:
-  """``(features, targets)`` of a ``sklearn.datasets`` loader, read from its
-  files once per process (an experiment loads its data once per run)."""
-  raw = load()
-  x, y = np.asarray(raw.data, float), np.asarray(raw.target)
+def _raw(loader: str) -> tuple[np.ndarray, np.ndarray]:
+  """``(features, targets)`` of a ``sklearn.datasets`` loader, read once per
+  process, from the data cache when it holds them."""
+  version = importlib.metadata.version("scikit-learn")
+  key = cache.key("scikit-learn", version, {"loader": loader})
+  where = cache.folder()
+  file = None if where is None else cache.path(where, f"sklearn-{loader}", key)
+  arrays = cache.cached(file, key, {"x": None, "y": None},
+                        lambda: _read_sklearn(loader))
+  x, y = arrays["x"].astype(float), arrays["y"]
   x.setflags(write=False)
   y.setflags(write=False)
   return x, y
@@ -47,12 +67,10 @@ def _raw(load) -> tuple[np.ndarray, np.ndarray]:
 
 def _load(name: str, loader: str, task: str, *, n, seed, test_fraction,
           standardize_x, standardize_y=False, labels=None) -> Dataset:
-  # Imported here: scikit-learn is slow to import and only these loaders use it.
-  from sklearn import datasets
   dataset.check_test_fraction(test_fraction)
   if task == "binary":
     _checks.check_choice("labels", labels, dataset.BINARY_LABELS)
-  x_all, y_all = _raw(getattr(datasets, loader))
+  x_all, y_all = _raw(loader)
   x, y = x_all.copy(), y_all.copy()
   gen = dataset.rng(seed)
   if n is not None:
