@@ -24,12 +24,42 @@ over the batch), same step size, float32 everywhere.  Cases, per batch size:
 * ``torch eager``: ``torch.nn`` layers, ``torch.optim.SGD``, one
   ``zero_grad/forward/backward/step`` per batch.
 
+What tracking costs: whole :func:`gdlab.fit` calls of ``E`` epochs
+(``track_epochs`` of the size: 3, 1 at the tiny size) from the same
+parameters, with the model, data, batch and default logging of the first
+case, timed side by side (alternating, ``track_repeats`` repeats, after the
+first call) with the hand-written ``lax.scan`` epoch:
+
+* ``gdlab.fit, whole call, track=None``: nothing tracked; per call it also
+  checks the data on the host, initialises the carry and reads every chunk's
+  log back.
+* ``gdlab.fit, sharpness at the end (every=E)``: ``track=Track(
+  ("sharpness",), every=E, subset=S)``, one sharpness (Lanczos, 20 steps,
+  on a fixed subset of ``S`` training records, ``track_subset`` of the
+  size: 1024 of the 8192 at the full size, all of them otherwise) after the
+  last epoch.
+* ``gdlab.fit, sharpness every epoch (every=1)``: one after every epoch.
+
+Their ``vs_untracked`` column is their throughput (training steps per
+second of the whole call, tracking included) over that of the untracked
+call, ``vs_scan`` over that of the ``lax.scan`` epoch timed with them.  With
+``E <= 20`` the three run the default chunk of one epoch
+(:func:`gdlab.loop.default_chunk_epochs`, a divisor of every ``every``), so
+the tracked calls must reuse the untracked call's compiled training chunk:
+``chunk_compilations`` counts the chunk programs compiled over a case's
+first call and timed calls (from JAX's monitoring events; 1 for the
+untracked call, which runs first, 0 for the tracked ones: a target),
+``compilations`` every XLA compilation (the carry's initialisation, the
+tracking program).  At the tiny size ``E = 1``, so that the two tracked
+cases share one tracking program and the suite compiles it once.
+
 The Python loops iterate over batches already cut and on the device.  Steps
 per second are the median over alternating repeats; GFLOP/s counts the
 matrix products of one step, ``2 B (3 S - n_0 n_1)`` for
 ``S = sum_l n_{l-1} n_l`` (forward, weight gradients and input gradients of
 every layer but the first), against the float32 matrix-multiply rate measured
-in the same process (:func:`benchmarks.common.matmul_peak`).
+in the same process (:func:`benchmarks.common.matmul_peak`); it is left out
+of the whole ``gdlab.fit`` calls, whose time is not all training steps.
 """
 
 from __future__ import annotations
@@ -43,16 +73,21 @@ import optax
 
 import gdlab
 from gdlab import loop
+from gdlab import tracking
 from benchmarks import common
 
 LEARNING_RATE = 0.01
 SIZES = {
-    # n_train, hidden sizes, batch sizes, repeats
-    "tiny": dict(n=256, hidden=(32, 32), batches=(32,), repeats=2),
-    "full": dict(n=8192, hidden=(512, 512), batches=(32, 128), repeats=7),
+    # n_train, hidden sizes, batch sizes, repeats; epochs per gdlab.fit call
+    # and repeats of the tracking cases
+    "tiny": dict(n=256, hidden=(32, 32), batches=(32,), repeats=2,
+                 track_epochs=1, track_repeats=1, track_subset=None),
+    "full": dict(n=8192, hidden=(512, 512), batches=(32, 128), repeats=7,
+                 track_epochs=3, track_repeats=3, track_subset=1024),
     # A GPU or TPU: batches where the step is matrix-multiply bound.
     "accelerator": dict(n=65536, hidden=(512, 512), batches=(512, 2048),
-                        repeats=7),
+                        repeats=7, track_epochs=3, track_repeats=3,
+                        track_subset=None),
 }
 FIT = "gdlab.fit (minibatch regime)"
 FIT_LEAN = "gdlab.fit, loss-only logging"
@@ -67,6 +102,18 @@ MAX_EPOCHS_PER_CALL = 20
 FIT_TARGET = 0.85
 FIT_LEAN_TARGET = 0.95
 EVAL = "gdlab per-epoch evaluation alone"
+# What tracking costs: whole gdlab.fit calls (see the module docstring).
+FIT_UNTRACKED = "gdlab.fit, whole call, track=None"
+FIT_TRACK_END = "gdlab.fit, sharpness at the end (every=E)"
+FIT_TRACK_EPOCH = "gdlab.fit, sharpness every epoch (every=1)"
+TRACKED = "sharpness"
+# XLA compilations, by the name of the compiled function.
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+CHUNK_PROGRAM = f"jit({loop.run_chunk.__name__})"
+_compiled: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, fun_name=None, **kw: _compiled.append(
+        str(fun_name)) if event == COMPILE_EVENT else None)
 
 
 def synthetic(n: int, d: int = 784, k: int = 10, seed: int = 0):
@@ -184,6 +231,87 @@ def fit_case(objective, optimizer, regime, criteria, params, data,
   return common.first_call(first), call, epochs
 
 
+class Compilations:
+  """Counts the XLA compilations made inside the calls it wraps."""
+
+  def __init__(self):
+    self.all = 0
+    self.chunk = 0  # of gdlab's training chunk program
+
+  def wrap(self, fn):
+    def counted():
+      start = len(_compiled)
+      fn()
+      names = _compiled[start:]
+      self.all += len(names)
+      self.chunk += sum(name == CHUNK_PROGRAM for name in names)
+    return counted
+
+
+def fit_call(objective, optimizer, regime, epochs: int, params, data,
+             track: tracking.Track | None):
+  """One whole ``gdlab.fit`` of ``epochs`` epochs from ``params``."""
+  criteria = gdlab.Criteria(max_epochs=epochs)
+
+  def call():
+    result = gdlab.fit(objective, optimizer, data, key=jax.random.PRNGKey(2),
+                       regime=regime, criteria=criteria, params=params,
+                       progress=False, track=track)
+    jax.block_until_ready(result.params)
+  return call
+
+
+def tracking_cost(report: common.Report, cfg, objective, optimizer, params,
+                  data, batch: int, scan_epoch) -> None:
+  """The rows, target and note of what tracking costs (module docstring).
+
+  ``scan_epoch`` runs one epoch of the hand-written ``lax.scan``, compiled.
+  """
+  n = int(data.x_train.shape[0])
+  num = n // batch
+  epochs = cfg["track_epochs"]
+  regime = gdlab.Regime("minibatch", batch)
+  subset = cfg["track_subset"]
+  tracks = {FIT_UNTRACKED: None,
+            FIT_TRACK_END: tracking.Track((TRACKED,), every=epochs,
+                                          subset=subset),
+            FIT_TRACK_EPOCH: tracking.Track((TRACKED,), every=1,
+                                            subset=subset)}
+  tracking.clear_programs()
+  counts = {name: Compilations() for name in tracks}
+  cases = {}
+  for name, track in tracks.items():  # the untracked call compiles first
+    cases[name] = counts[name].wrap(fit_call(objective, optimizer, regime,
+                                             epochs, params, data, track))
+    report.compile.append({"case": f"{name}, batch {batch}",
+                           "first_step_s": common.first_call(cases[name])})
+  cases[HAND_SCAN] = scan_epoch
+  timings = common.alternate(cases, cfg["track_repeats"], warmup=0)
+  rate = {name: epochs * num / timings[name].median for name in tracks}
+  scan_rate = num / timings[HAND_SCAN].median
+  for name in tracks:
+    report.rows.append({
+        "case": name, "batch": batch, "steps_per_s": rate[name],
+        "vs_scan": rate[name] / scan_rate,
+        "vs_untracked": rate[name] / rate[FIT_UNTRACKED],
+        "s_per_epoch": timings[name].median / epochs,
+        "spread": timings[name].spread,
+        "compilations": counts[name].all,
+        "chunk_compilations": counts[name].chunk})
+  # The untracked call's one compilation shows that the count sees them.
+  recompiled = counts[FIT_TRACK_END].chunk + counts[FIT_TRACK_EPOCH].chunk
+  report.target(f"training chunks compiled by the tracked gdlab.fit calls, "
+                f"batch {batch}", recompiled, "0 (untracked: 1)",
+                recompiled == 0 and counts[FIT_UNTRACKED].chunk == 1)
+  extra = (timings[FIT_TRACK_EPOCH].median -
+           timings[FIT_UNTRACKED].median) / epochs
+  report.notes.append(
+      f"batch {batch}: one {TRACKED} evaluation (on {min(subset or n, n)} "
+      f"of the {n} training records) adds {extra * 1e3:.1f} ms to a gdlab.fit call, "
+      f"{extra * rate[FIT_UNTRACKED] / num:.2f} untracked epochs "
+      f"({epochs}-epoch calls).")
+
+
 def run(size: str = "full") -> common.Report:
   cfg = common.sized(SIZES, size)
   torch = common.optional("torch")
@@ -191,13 +319,16 @@ def run(size: str = "full") -> common.Report:
       "throughput", "MLP 784-512-512-10 training throughput, SGD, float32"
       if size == "full" else "MLP training throughput (tiny size)",
       ["batch", "steps_per_s", "gflops", "pct_of_peak", "vs_scan",
-       "s_per_epoch", "spread"])
+       "vs_untracked", "s_per_epoch", "spread", "compilations",
+       "chunk_compilations"])
   peak = common.matmul_peak(size)
   n = cfg["n"]
   sizes = (784, *cfg["hidden"], 10)
   report.setup = {"n_train": n, "sizes": sizes, "learning_rate":
                   LEARNING_RATE, "dtype": "float32",
-                  "repeats": cfg["repeats"], "matmul_peak": peak}
+                  "repeats": cfg["repeats"], "matmul_peak": peak,
+                  "track_epochs": cfg["track_epochs"],
+                  "track_repeats": cfg["track_repeats"]}
   x, y = synthetic(n)
   model = gdlab.mlp(sizes, activation="relu", init_scheme="he",
                     dtype=jnp.float32)
@@ -322,6 +453,8 @@ def run(size: str = "full") -> common.Report:
       pct = rate[FIT] * flops / 1e9 / peak["gflops"]
       report.target("gdlab.fit share of matmul peak, batch 128", pct,
                     ">= 0.80", pct >= 0.80)
+    tracking_cost(report, cfg, objective, optimizer, params, data, batch,
+                  cases[HAND_SCAN])
   report.notes.append(
       f"float32 matrix-multiply peak measured in this run: "
       f"{peak['gflops']:.1f} GFLOP/s (XLA, {peak['n']}x{peak['n']}).")

@@ -349,18 +349,19 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_report(args) -> int:
-  dirs = []
-  for d in args.run_dirs:
-    path = Path(d)
-    if (path / "runs").is_dir():
-      dirs += sorted(p for p in (path / "runs").iterdir() if p.is_dir())
-    else:
-      results.load_run(path)
-      dirs.append(path)
+  """A comparison report; of one finished sweep folder, the sweep's own.
+
+  Runs that form a grid (runs of sweep folders, or runs that differ only
+  by seed) get a table per grid point (``report.grid_points``).
+  """
+  dirs = report.run_folders(args.run_dirs)
   out = Path(args.out) if args.out else (
       Path(args.run_dirs[0]) if len(args.run_dirs) == 1 else
       _default_out("report", "compare"))
-  path = report.compare(dirs, out)
+  if len(args.run_dirs) == 1 and report.read_sweep(args.run_dirs[0]):
+    path = sweep.report_folder(args.run_dirs[0], out)
+  else:
+    path = report.compare(dirs, out)
   print(f"report: {path}")
   return 0
 
@@ -499,7 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser(
       "report", help="compare run folders",
       description="Write a comparison table and overlaid plots of several "
-      "run folders (or experiment folders holding runs/).")
+      "run folders (or experiment or sweep folders holding runs/). Runs "
+      "that form a grid (those of sweep folders, or runs that differ only "
+      "by seed) also get a table per grid point: mean and spread over the "
+      "seeds, how many diverged. A finished sweep folder alone gets its "
+      "sweep's own report, sensitivity figures included.")
   p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
   p.add_argument("--out", help="where to write report.md and plots/")
   p.set_defaults(fn=_cmd_report)

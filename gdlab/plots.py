@@ -52,6 +52,9 @@ Inputs:
   is above the y-range the other runs set) and "(diverged)" in its legend
   entry.
 * Legends sit outside the axes, on their right (:func:`place_legend`).
+* The quantities tracked during training (``gdlab.tracking``: ``sharpness``,
+  ``hessian_trace``, ``noise_scale``) are epoch columns, NaN on the epochs
+  not tracked; :func:`tracked` draws them beside the training loss.
 * ``log_y="auto"`` (and ``log_x``) picks a log axis when the finite values are
   all positive and span more than a decade.
 """
@@ -77,6 +80,7 @@ from matplotlib.lines import Line2D
 
 from gdlab import data
 from gdlab import results
+from gdlab import tracking
 
 X_AXES = ("step", "epoch", "grad_evals", "fun_evals", "time")
 LABELS = {
@@ -730,6 +734,197 @@ def step_sizes(runs, path=None, log_y="auto", *,
   return loss_curves(runs, path, **{"x": "step", "y": "step_size",
                                     "log_y": log_y, "title": title,
                                     **kwargs})
+
+
+# The panels of the tracked quantities (gdlab.tracking): title, y label.
+TRACKED = {
+    "sharpness": ("sharpness (top Hessian eigenvalue)",
+                  "lambda_max of the Hessian"),
+    "hessian_trace": ("Hessian trace (Hutchinson's estimate)",
+                      "tr H (Hutchinson)"),
+    "noise_scale": ("simple gradient noise scale", "B_simple (records)"),
+}
+
+
+def _tracked_names() -> tuple[str, ...]:
+  """The quantities :mod:`gdlab.tracking` logs, in the order of its table."""
+  return tuple(dict.fromkeys((*TRACKED, *tracking.METRICS)))
+
+
+def has_tracked(run) -> tuple[str, ...]:
+  """The tracked epoch columns of ``run`` with at least one finite value.
+
+  In the order of :data:`gdlab.tracking.METRICS` (``sharpness``,
+  ``hessian_trace``, ``noise_scale``); empty when the run tracked nothing.
+  """
+  epochs = getattr(run, "epochs", None) or {}
+  return tuple(n for n in _tracked_names() if n in epochs and
+               np.isfinite(np.asarray(epochs[n], float)).any())
+
+
+def constant_step(run) -> float | None:
+  """The step size ``eta`` of a run of gradient descent with a constant step.
+
+  Read from the run's config (a :class:`gdlab.results.RunRecord`'s, or any
+  ``config`` mapping): ``optimizer.learning_rate`` of ``gd`` without
+  momentum, line search or schedule (``schedule: constant``).  None for
+  any other run, whose stability threshold is not ``2 / eta``.
+  """
+  c = _config(run)
+  eta = c.get("optimizer.learning_rate")
+  if not _number(eta) or not eta > 0:
+    return None
+  if (c.get("optimizer.name", "gd") != "gd" or c.get("optimizer.momentum") or
+      c.get("optimizer.line_search") is not None or
+      c.get("optimizer.schedule") not in (None, "constant")):
+    return None
+  return float(eta)
+
+
+def _thresholds(runs: dict[str, Any], step_sizes) -> dict[str, float]:
+  """``name -> 2 / eta`` of the runs with a step size (see :func:`tracked`)."""
+  if step_sizes is None:
+    etas = {n: constant_step(r) for n, r in runs.items()}
+  else:
+    if not isinstance(step_sizes, Mapping):
+      raise TypeError(f"step_sizes: expected a mapping run name -> step "
+                      f"size; got {type(step_sizes).__name__}.")
+    unknown = [n for n in step_sizes if n not in runs]
+    if unknown:
+      raise ValueError(f"step_sizes: expected names of the runs drawn "
+                       f"({', '.join(map(repr, runs)) or 'none'}); got "
+                       f"{', '.join(map(repr, unknown))}.")
+    etas = dict(step_sizes)
+    for n, eta in etas.items():
+      if eta is not None and not (_number(eta) and eta > 0):
+        raise ValueError(f"step_sizes: expected a positive number (or None) "
+                         f"for {n!r}; got {eta!r}.")
+  return {n: 2.0 / float(eta) for n, eta in etas.items() if eta is not None}
+
+
+def _with_threshold(label: str, threshold: float) -> str:
+  text = f"2/eta = {threshold:.3g}"
+  if label.endswith(")") and " (" in label:
+    return f"{label[:-1]}, {text})"
+  return f"{label} ({text})"
+
+
+def tracked(runs, path=None, *, step_sizes: Mapping[str, float] | None = None,
+            title: str | None = None) -> Figure | Path:
+  """The training loss and the quantities tracked during training, by epoch.
+
+  One panel for each run's training loss per epoch (log y where it spans
+  more than a decade), then one panel per quantity of
+  :mod:`gdlab.tracking` that any run logged (:func:`has_tracked`):
+  ``sharpness``, ``hessian_trace``, ``noise_scale``, in that order.  A
+  tracked quantity is logged every few epochs and NaN between them: only
+  the tracked epochs are drawn, as markers joined by lines
+  (``hessian_trace`` and ``noise_scale`` on a log y where they span more
+  than a decade, the sharpness on a linear one).  On the
+  sharpness panel a dashed line in the run's colour marks the stability
+  threshold ``2 / eta`` of gradient descent with step ``eta`` (Cohen et al.,
+  2021), for each run with a step size.  One legend, beside the top-right
+  panel, names the runs (past 8 runs of a sweep, a colour bar instead; see
+  :func:`run_colours`).  With nothing tracked, the second panel says so.
+
+  Args:
+    runs: mapping ``name -> run`` or a sequence of records (see the module
+      docstring); the runs' epoch columns ``train_loss`` and the tracked
+      ones are drawn.
+    path: the PNG to write, or None (see the module docstring).
+    step_sizes: ``name -> eta`` of the runs to draw ``2 / eta`` for (None
+      for no line); when not given, each run's constant step
+      (:func:`constant_step`) where it has one.
+    title: the figure title.
+
+  Returns:
+    The figure when ``path`` is None, else ``path``.
+
+  Raises:
+    TypeError: when ``step_sizes`` is not a mapping.
+    ValueError: when ``step_sizes`` names a run not drawn or holds a step
+      size that is not a positive number.
+  """
+  runs = named_runs(runs)
+  thresholds = _thresholds(runs, step_sizes)
+  names = tuple(n for n in _tracked_names()
+                if any(n in has_tracked(r) for r in runs.values()))
+  panels = ("train_loss",) + (names or ("",))
+  ncols = len(panels) if len(panels) <= 3 else 2
+  nrows = -(-len(panels) // ncols)
+  fig = InlineFigure(figsize=(4.3 * ncols + 2.6, 3.9 * nrows),
+                     layout="constrained")
+  grid = fig.subplots(nrows, ncols, squeeze=False)
+  axes = dict(zip(panels, grid.ravel()))
+  for ax in grid.ravel()[len(panels):]:
+    ax.remove()
+  for ax in list(axes.values())[1:]:  # the loss's epochs, on every panel
+    ax.sharex(axes["train_loss"])
+  colours = run_colours(runs)
+  labels = run_labels(runs)
+  drawn = {p: [] for p in panels}
+  handles = []
+  for name, run in runs.items():
+    colour = colours.colours[name]
+    style = {"color": colour, "marker": "o", "ms": 3.5, "lw": 1.3}
+    s = series(run, "epoch", "train_loss")
+    diverged = _diverged(run)
+    if s is not None:
+      xs, ys = s
+      diverged = diverged or bool(len(ys) and np.isinf(ys[-1]))
+      ok = np.isfinite(xs) & np.isfinite(ys)
+      if ok.any():
+        axes["train_loss"].plot(xs[ok], ys[ok], markevery=max(
+            1, int(ok.sum()) // 50), **style)
+        drawn["train_loss"].append(ys[ok])
+        if diverged:
+          axes["train_loss"].plot(xs[ok][-1], ys[ok][-1], "x", color=colour,
+                                  ms=10, mew=2.5, zorder=5, gid="diverged")
+    for key in has_tracked(run):
+      epochs = run.epochs
+      ys = np.asarray(epochs[key], float)
+      xs = (np.asarray(epochs["epoch"], float) if "epoch" in epochs else
+            np.arange(1.0, len(ys) + 1))
+      ok = np.isfinite(xs) & np.isfinite(ys)
+      axes[key].plot(xs[ok], ys[ok], markevery=max(1, int(ok.sum()) // 50),
+                     gid=key, **style)
+      drawn[key].append(ys[ok])
+    label = labels[name]
+    if name in thresholds and "sharpness" in axes:
+      axes["sharpness"].axhline(thresholds[name], color=colour, ls="--",
+                                lw=1.2, zorder=1, gid="threshold")
+      label = _with_threshold(label, thresholds[name])
+    handles.append(Line2D([], [], label=label + (
+        " (diverged)" if diverged else ""), **style))
+  if not drawn["train_loss"]:
+    mark_no_data(axes["train_loss"], "train_loss")
+  if _wants_log(drawn["train_loss"], "auto"):
+    axes["train_loss"].set_yscale("log")
+  axes["train_loss"].set(title="training loss per epoch",
+                         ylabel=_label("train_loss"))
+  if not names:
+    mark_no_data(axes[""], "sharpness, hessian_trace or noise_scale")
+    axes[""].set(title="tracked quantities (none tracked)", ylabel="value")
+  for key in names:
+    ax = axes[key]
+    if key != "sharpness" and _wants_log(drawn[key], "auto"):
+      ax.set_yscale("log")
+    head, ylabel = TRACKED.get(key, (_label(key), _label(key)))
+    if key == "sharpness" and any(n in thresholds for n in runs):
+      head += ",\n2/eta dashed in the run's colour"
+    ax.set(title=head, ylabel=ylabel)
+  for ax in axes.values():
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.grid(True, which="major", alpha=0.3)
+  key = ([Line2D([], [], color="0.3", ls="--", lw=1.2, label="2/eta")]
+         if "sharpness" in axes and thresholds else [])
+  if colours.key is None:
+    place_legend(grid[0, -1], handles=handles + key)
+  else:  # a sweep: a colour bar instead of a legend
+    colour_bar(fig, list(axes.values()), colours)
+  fig.suptitle(title or "training loss and quantities tracked during training")
+  return finish(fig, path)
 
 
 def _geometric(values: np.ndarray) -> bool:

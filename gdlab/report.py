@@ -41,6 +41,7 @@ MISSING = "–"
 REPORT = "report.md"
 REPORT_HTML = "report.html"
 RUNS = "runs"
+SWEEP = "sweep.json"
 
 RUN_COLUMNS = (
     ("name", "run"),
@@ -243,8 +244,9 @@ def run_report(run_dir: str | os.PathLike, *, function=None) -> Path:
 
   Figures (in ``plots/``): ``loss.png`` (loss per step), and where the run
   has them ``loss_epochs.png`` (training and test loss per epoch),
-  ``accuracy.png``, ``step_size.png`` and, for a run with a trajectory on a
-  2-D test function, ``surface.png``.
+  ``accuracy.png``, ``step_size.png``, ``tracked.png`` (the quantities of
+  ``train.track``: sharpness against ``2/eta``, Hessian trace, noise scale)
+  and, for a run with a trajectory on a 2-D test function, ``surface.png``.
 
   Args:
     run_dir: the run folder.
@@ -274,6 +276,9 @@ def run_report(run_dir: str | os.PathLike, *, function=None) -> Path:
   if _has([rec], "step_size"):
     figs.append(("Step size", plots.step_sizes(
         runs, out / "step_size.png", title=f"{rec.name}: step size")))
+  if plots.has_tracked(rec):
+    figs.append(("Tracked during training: curvature and noise", plots.tracked(
+        runs, out / "tracked.png", title=f"{rec.name}: tracked during training")))
   fn = _function(rec.config, function) if rec.trajectory is not None else None
   if fn is not None:
     figs.append(("Path on the surface", plots.surface(
@@ -346,15 +351,18 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   between the runs (as in :func:`runs_table`); runs of the same name (from
   several folders) are labelled ``<folder>/<run>``.  With ``points`` (a
   sweep's), a table with a row per grid point (:func:`grid_point_rows`)
-  comes before the row per run.  ``report.html`` beside ``report.md`` holds
-  the same report as one self-contained page.
+  comes before the row per run; without them, the points are those of
+  :func:`grid_points` (the runs of a sweep folder, or runs that differ only
+  by seed), and no such table where it finds none.  ``report.html`` beside
+  ``report.md`` holds the same report as one self-contained page.
 
   Figures (in ``out_dir/plots/``): ``loss_steps.png``, ``loss_epochs.png``
   (training loss, and test loss dashed where present), ``loss_grad_evals.png``
   (the training-set loss logged per epoch, else the per-step loss),
   ``loss_time.png`` (training loss against wall time, unless every run
   shares a vmapped program's), ``test_accuracy.png``
-  where a run has a test accuracy, and ``step_sizes.png``.
+  where a run has a test accuracy, ``step_sizes.png``, and ``tracked.png``
+  where runs tracked curvature or noise (``train.track``).
 
   Args:
     run_dirs: run folders (or records already loaded).
@@ -369,7 +377,8 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
     question: the question the runs answer, shown under the title.
     description: Markdown text shown under the question.
     points: the grid point of each run (``{dotted key: value}``, as in a
-      sweep's ``sweep.json``), in the order of ``run_dirs``.
+      sweep's ``sweep.json``), in the order of ``run_dirs`` (default:
+      :func:`grid_points`).
 
   Returns:
     The path of ``report.md``.
@@ -408,6 +417,11 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
         log_y=False)))
   if _has(records, "step_size"):
     figs.append(("Step sizes", plots.step_sizes(runs, out / "step_sizes.png")))
+  tracked = {n: r for n, r in runs.items() if plots.has_tracked(r)}
+  if tracked:
+    figs.append(("Tracked during training: curvature and noise", plots.tracked(
+        tracked, out / "tracked.png",
+        title="tracked during training (2/eta dashed on the sharpness)")))
 
   configs = [results.flatten(r.config) for r in records]
   differ = _differing(configs)
@@ -420,6 +434,8 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   lines += [description.strip(), ""] if description else []
   setup = _setup(configs, differ)
   lines += [setup, ""] if setup else []
+  if points is None:
+    points = grid_points(records)
   if points is not None:
     keys, grouped = grid_point_rows(records, points)
     # Test metrics where some run has them.
@@ -524,6 +540,80 @@ def grid_point_rows(records: Sequence[results.RunRecord],
         **{k: _mean([f.get(k) for f in finals])
            for k in ("steps", "run_time")}})
   return keys, rows
+
+
+def read_sweep(folder: str | os.PathLike) -> dict[str, Any] | None:
+  """A sweep folder's ``sweep.json``, or None when the folder has none.
+
+  Returns:
+    ``{"experiment": name, "grid": {dotted key: values}, "runs": [{"name":
+    run folder name, "point": {dotted key: value}}]}``, as the sweep wrote
+    it (:mod:`gdlab.sweep`).
+
+  Raises:
+    results.FolderError: the file is not JSON, or not of that shape.
+  """
+  path = Path(folder) / SWEEP
+  if not path.is_file():
+    return None
+  sweep = results._read_json(path)  # pylint: disable=protected-access
+  runs = sweep.get("runs") if isinstance(sweep, dict) else None
+  if not (isinstance(sweep, dict) and isinstance(sweep.get("grid"), dict)
+          and isinstance(runs, list) and all(
+              isinstance(r, dict) and isinstance(r.get("name"), str)
+              and isinstance(r.get("point"), dict) for r in runs)):
+    raise results.FolderError(
+        f"{path}: expected a JSON object with 'grid' (a mapping) and 'runs' "
+        f"(a list of {{'name', 'point'}}); got {str(sweep)[:80]!r}: the file "
+        f"is damaged.")
+  return sweep
+
+
+def _sweep_point(record: results.RunRecord,
+                 sweeps: dict[Path, dict[str, dict]]) -> dict | None:
+  """The point that the ``sweep.json`` of a run's sweep folder records."""
+  parent = record.path.resolve().parent
+  if parent.name != RUNS:
+    return None
+  if parent.parent not in sweeps:
+    sweep = read_sweep(parent.parent)
+    sweeps[parent.parent] = {r["name"]: r["point"]
+                             for r in (sweep or {}).get("runs", ())}
+  return sweeps[parent.parent].get(record.path.name)
+
+
+def grid_points(records: Sequence[results.RunRecord]
+                ) -> list[dict[str, Any]] | None:
+  """Each run's grid point, for :func:`grid_point_rows`, where there is a grid.
+
+  A run of a sweep folder (``<sweep>/runs/<name>`` beside the sweep's
+  ``sweep.json``) has the keys of the point that ``sweep.json`` records for
+  it; every point also has the dotted config keys (:func:`results.flatten`)
+  whose values differ between the runs.  The values are the run's config
+  values (the sweep's where the config has no such key).
+
+  Args:
+    records: the runs.
+
+  Returns:
+    A point per run, in order; None (no grid) unless some run comes from a
+    sweep folder or two runs differ in nothing but ``seed``.
+
+  Raises:
+    results.FolderError: a sweep folder's ``sweep.json`` is damaged.
+  """
+  configs = [results.flatten(r.config) for r in records]
+  sweeps: dict[Path, dict[str, dict]] = {}
+  recorded = [_sweep_point(r, sweeps) for r in records]
+  keys = list(dict.fromkeys([k for p in recorded if p for k in p]
+                            + _differing(configs)))
+  points = [{k: c[k] if k in c else (p or {}).get(k) for k in keys}
+            for c, p in zip(configs, recorded)]
+  if not any(recorded):
+    rest = [tuple(repr(p[k]) for k in keys if k != "seed") for p in points]
+    if "seed" not in keys or len(set(rest)) == len(rest):
+      return None
+  return points
 
 
 def run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:

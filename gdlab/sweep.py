@@ -294,10 +294,79 @@ def _run_sweep(exp, out: Path, runs, grid, *, smoke, report) -> Path:
   return out
 
 
+# The words and units a sensitivity figure gives a swept key on its x axis;
+# any other key is named by the last part of its dotted name.
+AXIS_NAMES = {
+    "data.n": "data set size",
+    "data.kappa": "condition number",
+    "loss.strength": "penalty strength",
+    "model.scale": "initialisation scale",
+}
+AXIS_UNITS = {
+    "optimizer.learning_rate": "step size",
+    "optimizer.initial_step": "step size",
+    "optimizer.b": "steps",
+    "train.regime.batch_size": "records",
+    "data.n": "records",
+}
+
+
+def axis_label(key: str) -> str:
+  """The axis label of a swept dotted ``key``: its name in words, its unit.
+
+  E.g. ``optimizer.learning_rate`` -> "learning rate (step size)",
+  ``train.regime.batch_size`` -> "batch size (records)",
+  ``optimizer.momentum`` -> "momentum"; a key of neither
+  :data:`AXIS_NAMES` nor :data:`AXIS_UNITS` -> its last part, underscores
+  as spaces.
+  """
+  # pylint: disable-next=protected-access
+  name = AXIS_NAMES.get(key) or plots._label(plots._short(key))
+  unit = AXIS_UNITS.get(key)
+  return f"{name} ({unit})" if unit else name
+
+
+def report_folder(folder, out=None) -> Path:
+  """Writes the report of a finished sweep folder again, from its files.
+
+  The report is that of :func:`write_report`, from the grid and points of
+  the folder's ``sweep.json`` and its runs' folders.
+
+  Args:
+    folder: the sweep folder.
+    out: where to write ``report.md`` and ``plots/`` (default: ``folder``).
+
+  Returns:
+    The path of ``report.md``.
+
+  Raises:
+    ValueError: ``folder`` holds no ``sweep.json`` (it is not a finished
+      sweep), or a run it names has no folder.
+  """
+  folder = Path(folder)
+  record = report.read_sweep(folder)
+  if record is None:
+    raise ValueError(f"folder: expected a finished sweep folder holding "
+                     f"{report.SWEEP}; got {str(folder)!r}, which has none.")
+  run_dirs = [folder / report.RUNS / r["name"] for r in record["runs"]]
+  for d in run_dirs:
+    results.load_run(d)  # Raises, naming the folder, if it is not a run.
+  return write_report(folder, run_dirs, [r["point"] for r in record["runs"]],
+                      record["grid"], report_dir=out)
+
+
 def write_report(out: Path, run_dirs: list[Path], points: list[dict],
-                 grid: dict[str, list]) -> Path:
-  """The sweep's comparison report: a row per grid point (its seeds
-  aggregated), a row per run, and a sensitivity curve per swept key."""
+                 grid: dict[str, list], *,
+                 report_dir: Path | None = None) -> Path:
+  """Writes the sweep's comparison report; returns the path of ``report.md``.
+
+  A row per grid point (its seeds aggregated), a row per run, and a
+  sensitivity curve per swept numeric key (:func:`axis_label` on its x
+  axis).  ``out`` is the sweep folder (the report's title is its name);
+  ``report_dir`` is where ``report.md`` and ``plots/`` go (default
+  ``out``).
+  """
+  report_dir = Path(report_dir) if report_dir is not None else out
   summaries = [results.load_run(d).summary for d in run_dirs]
   # A diverged run has no meaningful final loss: the plot marks it.
   finals = [math.nan if s.get("stop_reason") == "diverged"
@@ -319,13 +388,13 @@ def write_report(out: Path, run_dirs: list[Path], points: list[dict],
       finals_arg = next(iter(curves.values()))  # seeds as a band
     else:
       finals_arg = {k: np.nanmean(v, axis=0) for k, v in curves.items()}
-    path = plots.sensitivity(xs, finals_arg,
-                             out / "plots" / f"sensitivity_{key}.png",
-                             xlabel=key)
+    path = plots.sensitivity(
+        xs, finals_arg, report_dir / results.PLOTS / f"sensitivity_{key}.png",
+        xlabel=axis_label(key))
     sections.append((f"Sensitivity to {key}",
                      f"Final training loss against `{key}`"
                      + (f" (mean over {len(seeds)} seeds, min-max band)"
                         if len(seeds) > 1 and len(curves) == 1 else "")
                      + "; diverged runs are marked at the top edge.", [path]))
-  return report.compare(run_dirs, out, title=out.name,
+  return report.compare(run_dirs, report_dir, title=out.name,
                         extra_sections=sections, points=points)

@@ -48,6 +48,14 @@ def test_benchmark_runs_on_tiny_size(tmp_path, name):
     assert any("skipped" in note for note in report["notes"]), report["notes"]
     assert not any("torch" in row["case"] for row in report["rows"])
     assert any("gdlab" in row["case"] for row in report["rows"])
+    # Tracking adds no training chunk: the tracked fits run the untracked
+    # fit's compiled program.
+    from benchmarks import throughput  # pylint: disable=g-import-not-at-top
+    rows = {row["case"]: row for row in report["rows"]}
+    chunks = [rows[case]["chunk_compilations"] for case in (
+        throughput.FIT_UNTRACKED, throughput.FIT_TRACK_END,
+        throughput.FIT_TRACK_EPOCH)]
+    assert chunks == [1, 0, 0], chunks
 
 
 def test_optional_peers_honour_without(monkeypatch):

@@ -341,6 +341,10 @@ def _check_edge_of_stability(exp, out: Path) -> None:
     assert row["max_sharpness"] == pytest.approx(sharp.max(), rel=1e-12)
     loss = rec.epochs["train_loss"]
     assert row["non_monotone"] == bool(np.any(np.diff(loss) > 0))
+    # The run's own report draws what it tracked.
+    assert (rec.path / "plots" / "tracked.png").stat().st_size > 0
+    assert "](plots/tracked.png)" in (rec.path / "report.md").read_text()
+  assert "](plots/tracked.png)" in (out / "report.md").read_text()
   # The last tracked sharpness is at the final parameters: against power
   # iteration on jax.grad in float64.
   row = payload["runs"][-1]

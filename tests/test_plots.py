@@ -468,3 +468,129 @@ def test_every_figure_is_titled_and_labelled(noisy, family):
     fig = plots.loss_curves({"sgd": noisy["sgd"]}, x="epoch",
                             y="train_loss")
   _check_readable(fig)
+
+
+# The quantities tracked during training (gdlab.tracking), by epoch.
+
+def _tracked_run(lr=0.1, every=3, n=12, optimizer=None, **columns):
+  """A run of ``n`` epochs whose tracked ``columns`` are finite every
+  ``every`` epochs (from epoch ``every``) and NaN between."""
+  run = _run(2.0 * 0.7 ** np.arange(n), lr=lr)
+  if optimizer is not None:
+    run.config["optimizer"] = optimizer
+  for name, scale in columns.items():
+    values = np.full(n, np.nan)
+    values[every - 1::every] = scale * (1 + np.arange(n // every))
+    run.epochs[name] = values
+  return run
+
+
+def _panels(fig):
+  return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def test_tracked_draws_a_panel_per_tracked_quantity():
+  runs = {"a": _tracked_run(sharpness=10.0, noise_scale=50.0),
+          "b": _tracked_run(every=4, noise_scale=20.0,
+                            hessian_trace=np.nan)}  # all NaN: not tracked
+  assert plots.has_tracked(runs["a"]) == ("sharpness", "noise_scale")
+  assert plots.has_tracked(runs["b"]) == ("noise_scale",)
+  fig = plots.tracked(runs)
+  _check_readable(fig)
+  ylabels = [ax.get_ylabel() for ax in _panels(fig)]
+  assert ylabels == ["training loss", "lambda_max of the Hessian",
+                     "B_simple (records)"]
+  assert all(ax.get_xlabel() == "epoch" for ax in _panels(fig))
+  loss_ax, sharp_ax, noise_ax = _panels(fig)
+  assert loss_ax.get_yscale() == "log"  # 2 down to 2 * 0.7^11 = 0.04
+  # Only the tracked epochs are drawn: NaN epochs are skipped.
+  lines = {l.get_color(): l for l in noise_ax.lines}
+  a, b = (lines[plots.run_colour(i)] for i in range(2))
+  np.testing.assert_array_equal(a.get_xdata(), [3, 6, 9, 12])
+  np.testing.assert_array_equal(a.get_ydata(), [50, 100, 150, 200])
+  np.testing.assert_array_equal(b.get_xdata(), [4, 8, 12])
+  assert a.get_marker() == "o" and a.get_linestyle() == "-"
+  sharp = [l for l in sharp_ax.lines if l.get_gid() == "sharpness"]
+  assert len(sharp) == 1 and sharp[0].get_color() == plots.run_colour(0)
+  # Every quantity: four panels in two rows.
+  runs["b"].epochs["hessian_trace"][5] = -3.0
+  fig = plots.tracked(runs)
+  _check_readable(fig)
+  assert [ax.get_ylabel() for ax in _panels(fig)][1:] == [
+      "lambda_max of the Hessian", "tr H (Hutchinson)", "B_simple (records)"]
+
+
+def test_tracked_draws_two_over_eta_where_the_step_is_constant():
+  runs = {"gd": _tracked_run(lr=0.05, sharpness=10.0),
+          "gd_fast": _tracked_run(lr=0.25, sharpness=5.0),
+          "armijo": _tracked_run(sharpness=7.0, optimizer={
+              "name": "gd", "learning_rate": 1.0, "line_search": "armijo"}),
+          "cosine": _tracked_run(sharpness=7.0, optimizer={
+              "name": "gd", "learning_rate": 0.1, "schedule": "cosine"}),
+          "adam": _tracked_run(sharpness=7.0, optimizer={
+              "name": "adam", "learning_rate": 0.01}),
+          "no_rate": _tracked_run(sharpness=7.0, optimizer={"name": "gd"})}
+  assert plots.constant_step(runs["gd"]) == 0.05
+  assert [n for n, r in runs.items() if plots.constant_step(r)] == [
+      "gd", "gd_fast"]
+
+  def thresholds(fig):
+    ax = _panels(fig)[1]
+    return {l.get_color(): l.get_ydata()
+            for l in ax.lines if l.get_gid() == "threshold"}
+
+  fig = plots.tracked(runs)
+  _check_readable(fig)
+  assert "2/eta dashed" in _panels(fig)[1].get_title()
+  lines = thresholds(fig)
+  assert set(lines) == {plots.run_colour(0), plots.run_colour(1)}
+  np.testing.assert_allclose(lines[plots.run_colour(0)], [40.0, 40.0])
+  np.testing.assert_allclose(lines[plots.run_colour(1)], [8.0, 8.0])
+  texts = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+  assert any("2/eta = 40" in t for t in texts)
+  # Given step sizes replace the configs'.
+  fig = plots.tracked(runs, step_sizes={"adam": 0.5, "gd": None})
+  assert thresholds(fig) == {plots.run_colour(4): pytest.approx([4.0, 4.0])}
+  # A history (no config): no line.
+  steps, epochs = _history(6, 1, 0.5)
+  epochs["sharpness"] = np.array([np.nan, 3.0, np.nan, 4.0, np.nan, 5.0])
+  fig = plots.tracked({"h": SimpleNamespace(steps=steps, epochs=epochs)})
+  assert not thresholds(fig)
+  assert "2/eta" not in _panels(fig)[1].get_title()
+  with pytest.raises(ValueError, match="step_sizes: expected names"):
+    plots.tracked(runs, step_sizes={"sgd": 0.1})
+  with pytest.raises(ValueError, match="step_sizes: expected a positive"):
+    plots.tracked(runs, step_sizes={"gd": -0.1})
+  with pytest.raises(TypeError, match="step_sizes"):
+    plots.tracked(runs, step_sizes=0.1)
+
+
+def test_tracked_without_tracked_quantities_says_so(tmp_path):
+  run = _tracked_run(sharpness=np.nan)
+  assert plots.has_tracked(run) == ()
+  fig = plots.tracked({"plain": run})
+  _check_readable(fig)
+  loss_ax, empty = _panels(fig)
+  assert loss_ax.lines and not empty.lines
+  assert any("no finite values of sharpness" in t.get_text()
+             for t in empty.texts)
+  out = plots.tracked([results.load_run(_write_run(
+      tmp_path, "r", *_history(8, 1, 0.6), "max_epochs"))],
+      tmp_path / "t.png")
+  assert out == tmp_path / "t.png"
+  _check_png(out)
+
+
+def test_tracked_sweep_is_coloured_by_the_swept_value():
+  lrs = (0.01, 0.03, 0.1)
+  runs = {f"s[learning_rate={lr:g},seed={s}]":
+          _tracked_run(lr=lr, sharpness=1.0 + s) for lr in lrs
+          for s in range(3)}
+  fig = plots.tracked(runs)
+  _check_readable(fig)
+  assert [ax.get_ylabel() for ax in fig.axes
+          if ax.get_label() == "<colorbar>"] == ["learning rate"]
+  assert all(ax.get_legend() is None for ax in fig.axes)
+  levels = sorted({float(l.get_ydata()[0]) for l in _panels(fig)[1].lines
+                   if l.get_gid() == "threshold"})
+  np.testing.assert_allclose(levels, [2 / 0.1, 2 / 0.03, 2 / 0.01])

@@ -7,10 +7,15 @@ import shutil
 
 import pytest
 
+import yaml
+
+from gdlab import cli
 from gdlab import config
+from gdlab import plots
 from gdlab import report
 from gdlab import results
 from gdlab import run
+from gdlab import sweep
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +133,86 @@ def test_runs_of_several_folders_are_labelled_by_folder(experiment,
   md = report.compare(runs, tmp_path / "both").read_text()
   for label in ("tiny/gd", "again/gd", "tiny/momentum", "again/momentum"):
     assert f"| {label} |" in md and f"- {label}: `" in md
+  # The same runs twice, seeds and all: no grid to aggregate.
+  assert "## Per grid point" not in md
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+  """The sweep of tiny.yaml (2 learning rates x 2 seeds), without a report."""
+  out = tmp_path_factory.mktemp("reports") / "tiny_sweep"
+  sweep.run_sweep(config.load("tests/configs/tiny.yaml"), out, smoke=True,
+                  report=False)
+  return out
+
+
+def _means_by_rate(run_dirs):
+  """Mean final training loss per learning rate, read from the run folders."""
+  finals = {}
+  for d in run_dirs:
+    lr = yaml.safe_load((d / results.CONFIG).read_text())["optimizer"][
+        "learning_rate"]
+    summary = json.loads((d / results.SUMMARY).read_text())
+    finals.setdefault(lr, []).append(summary["final"]["train_loss"])
+  assert all(len(v) == 2 for v in finals.values()), finals
+  return {lr: sum(v) / len(v) for lr, v in finals.items()}
+
+
+def _check_grid(md, run_dirs):
+  head, *rows = _grid_rows(md)
+  assert head.startswith("| optimizer.learning_rate | seeds | diverged | "
+                         "final train loss (mean) |")
+  means = _means_by_rate(run_dirs)
+  cells = sorted(row.strip("| ").split(" | ")[:4] for row in rows)
+  assert cells == sorted([report.format_value(lr), "2", "0",
+                          report.format_value(m)] for lr, m in means.items())
+  assert (md.index("## Per grid point") < md.index("## Per run")
+          < md.index("| run |"))
+
+
+def test_report_of_a_sweep_folder_aggregates_its_seeds(swept, tmp_path,
+                                                        monkeypatch):
+  figures = {}
+  sensitivity = plots.sensitivity
+
+  def keep(values, finals, path, **kwargs):
+    figures[path.name] = sensitivity(values, finals, None, **kwargs)
+    return plots.save_png(figures[path.name], path)
+
+  monkeypatch.setattr(plots, "sensitivity", keep)
+  assert cli.main(["report", str(swept), "--out", str(tmp_path)]) == 0
+  md = (tmp_path / "report.md").read_text()
+  assert md.startswith("# tiny_sweep\n")
+  _check_grid(md, sorted((swept / "runs").iterdir()))
+  # The sweep's own report: its sensitivity figure too, with a readable axis.
+  fig = figures["sensitivity_optimizer.learning_rate.png"]
+  assert fig.axes[0].get_xlabel() == "learning rate (step size)"
+  assert "](plots/sensitivity_optimizer.learning_rate.png)" in md
+
+
+def test_compare_finds_the_grid_of_runs(swept, tmp_path):
+  runs = sorted((swept / "runs").iterdir())
+  # The runs of a sweep folder: their points come from its sweep.json.
+  _check_grid(report.compare(runs, tmp_path / "sweep").read_text(), runs)
+  # The same runs in two plain folders, one per seed: the points come from
+  # the configs, which differ by learning rate and seed.
+  for d in runs:
+    seed = "seed0" if "seed=0" in d.name else "seed1"
+    shutil.copytree(d, tmp_path / seed / "runs" / d.name)
+  split = report.run_folders([tmp_path / "seed0", tmp_path / "seed1"])
+  md = report.compare(split, tmp_path / "split").read_text()
+  _check_grid(md, split)
+
+
+def test_sweep_axis_labels():
+  assert sweep.axis_label("optimizer.learning_rate") == \
+      "learning rate (step size)"
+  assert sweep.axis_label("train.regime.batch_size") == "batch size (records)"
+  assert sweep.axis_label("optimizer.momentum") == "momentum"
+  assert sweep.axis_label("data.n") == "data set size (records)"
+  assert sweep.axis_label("model.some_new_knob") == "some new knob"
+
+
+def test_report_folder_needs_a_finished_sweep(experiment, tmp_path):
+  with pytest.raises(ValueError, match="folder: expected a finished sweep"):
+    sweep.report_folder(experiment, tmp_path)

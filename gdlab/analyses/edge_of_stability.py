@@ -77,57 +77,13 @@ def edge_row(epochs: np.ndarray, sharpness: np.ndarray,
   }
 
 
-def sharpness_figure(runs, step_sizes: dict[str, float], path=None, *,
-                     title: str = "edge of stability"):
-  """The training loss and the sharpness against epochs, with ``2 / eta``.
-
-  Left: each run's training loss per epoch (log scale); right: its tracked
-  sharpness, and ``2 / eta`` as a dashed line of the same colour.  Follows
-  the contract of ``gdlab.plots`` (``path=None`` returns the figure).
-
-  Args:
-    runs: mapping ``name -> run`` (records or histories with epoch columns
-      ``epoch``, ``train_loss`` and ``sharpness``).
-    step_sizes: ``name -> eta`` of the runs to draw a threshold for.
-    path: the PNG to write, or None.
-    title: the figure's title.
-  """
-  fig = plots.InlineFigure(figsize=(11, 4.2), layout="constrained")
-  loss_ax, sharp_ax = fig.subplots(1, 2)
-  drawn = False
-  for i, (name, run) in enumerate(plots.named_runs(runs).items()):
-    colour = plots.run_colour(i)
-    e = np.asarray(run.epochs["epoch"], float)
-    loss = np.asarray(run.epochs["train_loss"], float)
-    ok = np.isfinite(loss) & (loss > 0)
-    loss_ax.plot(e[ok], loss[ok], color=colour, lw=1.2, label=name)
-    if "sharpness" in run.epochs:
-      te, s = tracked(run)
-      sharp_ax.plot(te, s, color=colour, lw=1.5, label=f"{name}: sharpness")
-      drawn = drawn or bool(len(s))
-    if name in step_sizes:
-      sharp_ax.axhline(2.0 / step_sizes[name], color=colour, ls="--", lw=1.2,
-                       label=f"{name}: 2/eta = {2.0 / step_sizes[name]:.3g}")
-  if not drawn:
-    plots.mark_no_data(sharp_ax, "sharpness")
-  loss_ax.set_yscale("log")
-  loss_ax.set(xlabel="epoch", ylabel="training loss",
-              title="training loss (full batch)")
-  sharp_ax.set(xlabel="epoch", ylabel="lambda_max of the Hessian",
-               title="sharpness and 2/eta (dashed)")
-  for ax in (loss_ax, sharp_ax):
-    ax.grid(True, alpha=0.3)
-    plots.place_legend(ax)
-  fig.suptitle(title)
-  return plots.finish(fig, path)
-
-
 @register("edge_of_stability")
 def edge_of_stability(exp, out, run_dirs, smoke=False) -> list[Section]:
   """Tracked sharpness of constant-step full-batch GD runs against ``2/eta``.
 
   Writes ``edge_of_stability.json`` (one row per run, see :func:`edge_row`,
-  and the tracked series) and ``plots/edge_of_stability.png``.
+  and the tracked series) and ``plots/edge_of_stability.png``
+  (:func:`gdlab.plots.tracked`, with each run's ``2/eta``).
   """
   rows, runs, etas, payload = [], {}, {}, {"runs": []}
   for run_dir in run_dirs:
@@ -151,9 +107,9 @@ def edge_of_stability(exp, out, run_dirs, smoke=False) -> list[Section]:
     etas[rec.name] = o.learning_rate
     payload["runs"].append(dict(row, tracked_epochs=epochs,
                                 sharpness=sharpness))
-  path = sharpness_figure(runs, etas,
-                          out / results.PLOTS / "edge_of_stability.png",
-                          title=f"{exp.name}: sharpness against 2/eta")
+  path = plots.tracked(runs, out / results.PLOTS / "edge_of_stability.png",
+                       step_sizes=etas,
+                       title=f"{exp.name}: sharpness against 2/eta")
   results.write_json(out / "edge_of_stability.json", payload)
   text = (
       "Sharpness = lambda_max of the Hessian of the training loss, tracked "

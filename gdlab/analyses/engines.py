@@ -90,8 +90,10 @@ def gradcheck_table(rows, path=None, *, autodiff_tol: float | None = None,
              autodiff_tol or gradcheck.AUTODIFF_TOL),
             ("vs_finite_diff", "manual vs finite differences",
              fd_tol or gradcheck.FD_TOL))
+  # Each panel wide enough for its two-line title and its colour bar's
+  # label beside the next panel's.
   fig = plots.InlineFigure(
-      figsize=(2 * (1.1 * len(losses) + 2.2), 0.5 * len(acts) + 2.2),
+      figsize=(2 * max(1.1 * len(losses) + 2.4, 4.4), 0.5 * len(acts) + 2.6),
       layout="constrained")
   floor = 1e-18
   for p, (field, name, tol) in enumerate(panels):
@@ -117,12 +119,12 @@ def gradcheck_table(rows, path=None, *, autodiff_tol: float | None = None,
                 fontweight="bold" if failed else "normal")
     ax.set_xticks(range(len(losses)), losses, rotation=35, ha="right")
     ax.set_yticks(range(len(acts)), acts)
-    ax.set_title(f"{name} (tol {tol:.0e})")
+    ax.set_title(f"{name}\n(tol {tol:.0e})")
     bar = fig.colorbar(im, ax=ax, label="log10 relative error")
     bar.ax.axhline(math.log10(tol), color="k", lw=1.5)
   passed = sum(bool(r.passed) for r in rows)
   fig.suptitle(title or f"Gradient check: worst relative error per "
-               f"activation and loss ({passed}/{len(rows)} rows pass)")
+               f"activation and loss\n({passed}/{len(rows)} rows pass)")
   return plots.finish(fig, path)
 
 
