@@ -21,7 +21,7 @@ def closed_form(exp, out, run_dirs, smoke=False) -> list[Section]:
   (no momentum, no line search) the error follows in closed form,
   ``theta_k - theta* = (I - eta H)^k (theta_0 - theta*)`` with
   ``H = (2 s / n) A^T A``, and ``f(theta_k) - f* = e_k^T H e_k / 2``: the
-  figure draws this prediction (dashed) over the logged loss gap.
+  figure draws this prediction (circles) over the logged loss gap.
   Writes ``closed_form.json``.
   """
   rows, curves, payload, floors = [], {}, {"runs": []}, []
@@ -68,7 +68,8 @@ def closed_form(exp, out, run_dirs, smoke=False) -> list[Section]:
       above = p > 1e6 * eps * f_star
       row["prediction_error"] = float(np.max(
           np.abs(gap[:len(p)] - p)[above] / p[above]))
-    curves[rec.name] = common.series(**series)
+    curves[rec.name if "predicted" in series else
+           f"{rec.name} (no closed form)"] = common.series(**series)
     # Gaps below the loss's rounding level (about eps f*) are noise.
     floors.append(10 * float(np.finfo(np.asarray(data.x_train).dtype).eps)
                   * abs(f_star))
@@ -77,10 +78,12 @@ def closed_form(exp, out, run_dirs, smoke=False) -> list[Section]:
   path = plots.loss_curves(
       curves, out / results.PLOTS / "closed_form_gap.png", x="step",
       y=("measured", "predicted"), log_y=True, ylabel="f(theta_k) - f*",
-      title="loss gap to the normal-equation solution (measured and "
-      "predicted)", floor=max(floors) or None,
-      styles={"measured": {"lw": 4.0, "alpha": 0.4},
-              "predicted": {"ls": (0, (4, 2)), "lw": 1.6, "zorder": 3}})
+      title="loss gap to the normal-equation solution: measured (lines), "
+      "closed form (circles)", floor=max(floors) or None,
+      styles={"measured": {"lw": 2.0},
+              "predicted": {"ls": "", "marker": "o", "ms": 4.5,
+                            "mfc": "white", "mew": 1.3, "markevery": 6,
+                            "zorder": 3}})
   results.write_json(out / "closed_form.json", payload)
   text = (
       "theta* from numpy.linalg.lstsq on the training set (bias column "

@@ -69,6 +69,21 @@ def seed_runs(out: Path, variant: str) -> tuple[list, list[Path]]:
   return seeds, [sub / "runs" / entry["name"] for entry in info["runs"]]
 
 
+# Past this many seeds, a panel labels every other one: their labels
+# would run into each other.
+MAX_TICK_LABELS = 12
+
+
+def _thin_ticks(fig) -> None:
+  """Labels every other seed of each panel when there are many."""
+  for ax in fig.axes:
+    ticks = ax.get_xticks()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    if len(labels) > MAX_TICK_LABELS:
+      ax.set_xticks(ticks, [t if i % 2 == 0 else ""
+                            for i, t in enumerate(labels)])
+
+
 @register("seed_spread")
 def seed_spread(exp, out, run_dirs, smoke=False) -> list[Section]:
   """Final losses and parameters of each variant over the sweep's seeds.
@@ -117,14 +132,18 @@ def seed_spread(exp, out, run_dirs, smoke=False) -> list[Section]:
                                     final_losses=losses))
     runs = {d.name.split("[")[-1].rstrip("]"): results.load_run(d)
             for d in dirs}
+    # Log epochs: the seeds part in the first few epochs and (an MLP's)
+    # plateaus end late; a linear axis shows only one of the two.
     figures.append(plots.loss_curves(
         runs, out / results.PLOTS / f"seeds_{rec.name}.png", x="epoch",
-        y="train_loss", title=f"{rec.name}: training loss, "
-        f"{len(seeds)} seeds"))
-  figures.insert(0, plots.strip(
-      finals, all_seeds, out / results.PLOTS / "seed_spread.png",
-      xlabel="seed", ylabel="final training loss",
-      title="final training loss of each seed (dashed: median)"))
+        y="train_loss", log_x=True, title=f"{rec.name}: training loss of "
+        f"each of {len(seeds)} seeds"))
+  fig = plots.strip(finals, all_seeds, xlabel="seed",
+                    ylabel="final training loss",
+                    title="final training loss of each seed (dashed: median)")
+  _thin_ticks(fig)
+  figures.insert(0, plots.save_png(fig,
+                                   out / results.PLOTS / "seed_spread.png"))
   results.write_json(out / "seed_spread.json", payload)
   text = (
       f"Each variant trained from {len(seeds)} seeds (initial parameters; "

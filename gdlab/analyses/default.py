@@ -191,9 +191,13 @@ def methods(exp, out, run_dirs, smoke=False) -> list[Section]:
         * r["batch"] / n, "train_loss": rec.epochs["train_loss"]}
   fig = plots.loss_curves(
       pseudo, x="grad_evals", y="train_loss",
-      title="Training loss against record-gradients evaluated")
-  fig.axes[0].set_xlabel(f"passes over the training set (record-gradients "
-                         f"/ n, n = {n})")
+      title="training loss against the work spent (record-gradients)")
+  ax = fig.axes[0]
+  ax.set_xlabel(f"passes over the training set (record-gradients / n, "
+                f"n = {n})")
+  ax.axhline(target, color="0.4", ls=":", lw=1.2, zorder=0,
+             label=f"common loss {target:.3g} ({worst['run']}'s final)")
+  plots.place_legend(ax)
   figure = plots.save_png(
       fig, out / results.PLOTS / "methods_loss_record_grads.png")
   reading = _reading(rows, n, target, worst["run"])

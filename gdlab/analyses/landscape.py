@@ -34,6 +34,8 @@ import functools
 import jax
 import numpy as np
 from matplotlib import colors as mcolors
+from matplotlib import ticker
+from matplotlib.lines import Line2D
 
 from gdlab import curvature
 from gdlab import landscape as landscape_lib
@@ -54,13 +56,19 @@ MONOTONE_RTOL = 1e-4
 PCA_MARGIN = 0.15      # the PCA window's margin, a share of the path's extent
 
 
-def interpolation_figure(curves, path=None, title: str | None = None):
+def interpolation_figure(curves, path=None, title: str | None = None, *,
+                         ends: tuple[str, str] = ("a", "b")):
   """Loss and accuracy along lines: one colour a curve, test loss dashed.
+
+  The loss on the left (log scale), the accuracy on the right, the end
+  points ``alpha = 0`` and ``alpha = 1`` dotted; one legend, on the right,
+  names the curves.
 
   Args:
     curves: a mapping ``name -> gdlab.landscape.Interpolation``.
     path: the PNG to write, or None (see ``gdlab.plots``).
     title: the figure's title.
+    ends: what sits at ``alpha = 0`` and at ``alpha = 1``, for the x label.
 
   Returns:
     The figure when ``path`` is None, else ``path``.
@@ -79,23 +87,23 @@ def interpolation_figure(curves, path=None, title: str | None = None):
     acc = np.asarray(c.accuracy, float)
     if np.isfinite(acc).any():
       any_accuracy = True
-      ax_acc.plot(alphas, acc, "-", color=colour, label=f"{name}: training")
+      ax_acc.plot(alphas, acc, "-", color=colour)
       if c.test_accuracy is not None:
         ax_acc.plot(alphas, np.asarray(c.test_accuracy, float), "--",
-                    color=colour, label=f"{name}: test")
+                    color=colour)
   for ax in (ax_loss, ax_acc):
     for x in (0.0, 1.0):
       ax.axvline(x, color="0.6", lw=0.8, ls=":")
-    ax.set_xlabel("alpha")
+    ax.set_xlabel(f"alpha (0: {ends[0]}, 1: {ends[1]})")
+    ax.xaxis.set_major_locator(ticker.MultipleLocator(0.5))
+    ax.grid(True, which="major", alpha=0.3)
   ax_loss.set_yscale("log")
-  ax_loss.set_ylabel("loss")
-  ax_acc.set_ylabel("accuracy")
-  plots.place_legend(ax_loss)
-  if any_accuracy:
-    plots.place_legend(ax_acc)
-  else:
+  ax_loss.set(ylabel="loss", title="loss (log scale)")
+  ax_acc.set(ylabel="accuracy (fraction correct)", title="accuracy")
+  if not any_accuracy:
     plots.mark_no_data(ax_acc, "accuracy")
-  fig.suptitle(title or "loss along (1 - alpha) a + alpha b")
+  plots.place_legend(ax_acc, handles=ax_loss.get_legend_handles_labels()[0])
+  fig.suptitle(title or "loss and accuracy along (1 - alpha) a + alpha b")
   return plots.finish(fig, path)
 
 
@@ -124,7 +132,7 @@ def slice_figure(panels, path=None, title: str | None = None,
   fig = plots.InlineFigure(figsize=(5.2 * len(panels) + 1.2, 4.6),
                            layout="constrained")
   axes = np.atleast_1d(fig.subplots(1, len(panels)))
-  cf = None
+  cf, path_lengths = None, []
   for i, (ax, (name, (s, coords, xlabel, ylabel))) in enumerate(
       zip(axes, panels.items())):
     z = np.clip(np.nan_to_num(grids[i], nan=lev[-1], posinf=lev[-1]),
@@ -136,17 +144,28 @@ def slice_figure(panels, path=None, title: str | None = None,
     if coords is not None and len(coords):
       c = np.asarray(coords, float)
       ax.plot(c[:, 0], c[:, 1], "-o", color="tab:red", ms=2.5, lw=1.4,
-              mec="k", mew=0.3, markevery=max(1, len(c) // 40),
-              label=f"path ({len(c)} iterates)")
-      ax.plot(*c[0], "o", ms=9, mfc="none", mec="tab:red", mew=2,
-              label="start")
-      ax.legend(fontsize="small", loc="upper right", framealpha=0.85)
+              mec="k", mew=0.3, markevery=max(1, len(c) // 40))
+      ax.plot(*c[0], "o", ms=9, mfc="none", mec="tab:red", mew=2)
+      path_lengths.append(len(c))
     ax.plot(0, 0, "*", ms=14, mfc="gold", mec="k", ls="", zorder=5)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(name)
   fig.colorbar(cf, ax=list(axes), label="training loss (log scale)",
                ticks=lev[::4], format="%.3g")
+  # One key for every panel, below them: inside a panel it would cover the
+  # path or the surface.
+  key = [Line2D([], [], marker="*", ls="", ms=12, mfc="gold", mec="k",
+                label="final parameters theta_T (origin)")]
+  if path_lengths:
+    counts = sorted(set(path_lengths))
+    key = [Line2D([], [], color="tab:red", marker="o", ms=2.5, lw=1.4,
+                  mec="k", mew=0.3, label="path, one iterate an epoch ("
+                  + "/".join(map(str, counts)) + " iterates)"),
+           Line2D([], [], marker="o", ls="", ms=8, mfc="none",
+                  mec="tab:red", mew=2, label="start theta_0")] + key
+  fig.legend(handles=key, loc="outside lower center", ncols=len(key),
+             fontsize="small")
   fig.suptitle(title or "loss on planes through the solutions")
   return plots.finish(fig, path)
 
@@ -332,7 +351,8 @@ def landscape(exp, out, run_dirs, smoke=False) -> list[Section]:
   figures = [interpolation_figure(
       {s["name"]: s["line"] for s in studies},
       plot_dir / "landscape_interpolation.png",
-      "loss along (1 - alpha) theta_0 + alpha theta_T")]
+      "loss and accuracy on the line from the initialisation theta_0 to "
+      "the solution theta_T", ends=("theta_0", "theta_T"))]
   figures.append(slice_figure(
       {s["name"]: (s["plane"], None, "filter-normalised direction 1",
                    "filter-normalised direction 2") for s in studies},
@@ -374,7 +394,9 @@ def landscape(exp, out, run_dirs, smoke=False) -> list[Section]:
     between = interpolation_figure(
         {f"{p['from']} -> {p['to']}": p["line"] for p in pairs},
         plot_dir / "landscape_between.png",
-        "loss along the line between two solutions")
+        "loss and accuracy on the line between two solutions",
+        ends=((pairs[0]["from"], pairs[0]["to"]) if len(pairs) == 1 else
+              ("first solution", "second solution")))
     rows = [{"from": p["from"], "to": p["to"], "barrier": p["barrier"]}
             for p in pairs]
     sections.append(Section(

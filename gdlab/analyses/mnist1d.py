@@ -119,11 +119,12 @@ def _reading(rows: list[dict], smoke: bool) -> str:
 def _figure(runs, references, path):
   """Test accuracy per epoch, each run's reference dashed in its colour."""
   fig = plots.loss_curves(runs, None, x="epoch", y="test_accuracy",
-                          log_y=False, ylabel="test accuracy",
+                          log_y=False,
+                          ylabel="test accuracy (fraction correct)",
                           title="MNIST-1D test accuracy (dashed: published)")
   ax = fig.axes[0]
   for i, name in enumerate(plots.named_runs(runs)):
     ax.axhline(references[name], ls="--", lw=1, color=plots.run_colour(i),
-               label=f"{name}: published {references[name]:.0%}")
+               label=f"{name}: published {references[name]:.2f}")
   plots.place_legend(ax)
   return plots.finish(fig, path)

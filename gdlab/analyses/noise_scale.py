@@ -138,9 +138,20 @@ def _fit_text(payload: dict, path_run: dict) -> str:
                     ("records", "records S B")]))
 
 
+# The curves of B_simple at the start and at the target: grey, told apart
+# by their dashes.
+_B_SIMPLE_STYLES = ((0, (1, 2)), (0, (5, 2, 1, 2)))
+
+
 def _figure(runs: list[dict], best: list[dict], n: int, curves: dict, path,
             target: float):
-  fig = plots.InlineFigure(figsize=(7.5, 4.5), layout="constrained")
+  """Measured steps to the target against ``B``, with the fitted curves.
+
+  The best learning rate of each batch size is a filled dot, the others
+  grey; a batch size none of whose runs reached the target is an ``x`` on
+  the top edge.
+  """
+  fig = plots.InlineFigure(figsize=(8.5, 4.5), layout="constrained")
   ax = fig.add_subplot()
   best_names = {r["run"] for r in best}
   others = [r for r in runs
@@ -150,22 +161,40 @@ def _figure(runs: list[dict], best: list[dict], n: int, curves: dict, path,
                [r["steps"] for r in others], s=14, color="0.7",
                label="other learning rates", zorder=2)
   ax.plot([r["batch_size"] for r in best], [r["steps"] for r in best], "o",
-          color=plots.run_colour(0), ms=7, label="best learning rate",
-          zorder=3)
+          color=plots.run_colour(0), ms=7,
+          label="measured S, best learning rate of each B", zorder=3)
+  missed = sorted({r["batch_size"] for r in runs} -
+                  {r["batch_size"] for r in best})
+  if missed:
+    ax.plot(missed, np.full(len(missed), 0.97), "x", color="tab:red", ms=10,
+            mew=2.5, transform=ax.get_xaxis_transform(), clip_on=False,
+            label="target not reached in the logged steps", zorder=4)
   grid = np.geomspace(min(r["batch_size"] for r in runs), n, 200)
+  greys = iter(_B_SIMPLE_STYLES)
   for i, (label, (s_min, b_noise)) in enumerate(curves.items()):
     grey = label.startswith("B_simple")
     ax.plot(grid, s_min * noise_factor(grid, n, b_noise),
-            ":" if grey else ("-", "--")[i % 2],
-            color="0.55" if grey else plots.run_colour(i + 1),
-            lw=1.0 if grey else 1.4, label=label)
+            ls=next(greys, ":") if grey else ("-", "--")[i % 2],
+            color="0.45" if grey else plots.run_colour(i + 1),
+            lw=1.2 if grey else 1.4, label=label)
   ax.set_xscale("log")
   ax.set_yscale("log")
-  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-  ax.set_xlabel("batch size B")
-  ax.set_ylabel(f"steps to training loss {target:g}")
-  ax.set_title("steps to the target against the batch size")
+  plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+  ax.xaxis.set_major_formatter(plain)
+  ax.yaxis.set_major_formatter(plain)
+  low, high = ax.get_ylim()
+  # Within two decades the log axis has one or two major ticks: the minor
+  # ticks at 2, 3 and 5 are labelled too.
+  ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+      lambda v, _: f"{v:g}" if high / low < 100 and
+      round(v / 10 ** np.floor(np.log10(v))) in (2, 3, 5) else ""))
+  ax.set_xlabel(f"batch size B (records; B = n = {n}: the full batch)")
+  ax.set_ylabel(f"steps S to training loss {target:g}")
+  ax.set_title("steps to the target against the batch size:\n"
+               "measured, and S_min (1 + B_noise (1/B - 1/n)) fitted")
   ax.grid(True, which="major", alpha=0.3)
+  if not best:
+    plots.mark_no_data(ax, "steps to the target (no run reached it)")
   plots.place_legend(ax)
   return plots.finish(fig, path)
 

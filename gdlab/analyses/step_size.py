@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from matplotlib.lines import Line2D
 
 from gdlab import curvature
 from gdlab import plots
@@ -122,33 +123,53 @@ def threshold_figure(rows: list[dict], path=None, *,
   Log axis, with the threshold ``eta = 2 / lambda_max`` (ratio 1) dashed:
   points right of it are beyond the stability threshold.  Filled: the run
   diverged; open: it did not.  Least-squares runs are squares, networks
-  circles.  Follows the contract of ``gdlab.plots``.
+  circles; a key below the axes says so.  Each run keeps the colour of its
+  place in ``rows`` (as in the figures of the runs' losses); runs without
+  a constant step (a line search) are named under the axes.  Follows the
+  contract of ``gdlab.plots``.
   """
-  shown = [r for r in rows if r["eta"] is not None]
-  fig = plots.InlineFigure(figsize=(7.5, 1.2 + 0.45 * max(len(shown), 2)),
+  shown = [(i, r) for i, r in enumerate(rows) if r["eta"] is not None]
+  left_out = [r["run"] for r in rows if r["eta"] is None]
+  fig = plots.InlineFigure(figsize=(7.5, 2.2 + 0.45 * max(len(shown), 2)),
                            layout="constrained")
   ax = fig.add_subplot()
+  ax.set_title(title)
   if not shown:
     plots.mark_no_data(ax, "constant step sizes")
     return plots.finish(fig, path)
-  for i, r in enumerate(shown):
+  for y, (i, r) in enumerate(shown):
     colour = plots.run_colour(i)
-    ax.plot(r["eta_ratio"], i, "s" if r["model"] == "least squares" else "o",
+    ax.plot(r["eta_ratio"], y, "s" if r["model"] == "least squares" else "o",
             ms=9, mew=2, color=colour,
             mfc=colour if r["diverged"] else "none")
     ax.annotate(f" eta = {r['eta']:.3g}, 2/lambda = {r['threshold']:.3g}",
-                (r["eta_ratio"], i), fontsize="x-small",
+                (r["eta_ratio"], y), fontsize="x-small",
                 textcoords="offset points", xytext=(8, -3))
   ax.axvline(1.0, color="k", ls="--", lw=1)
   ax.set_xscale("log")
-  lo = min(r["eta_ratio"] for r in shown)
-  hi = max(r["eta_ratio"] for r in shown)
+  lo = min(r["eta_ratio"] for _, r in shown)
+  hi = max(r["eta_ratio"] for _, r in shown)
   ax.set_xlim(min(lo, 1.0) / 3, max(hi, 1.0) * 30)
-  ax.set_yticks(range(len(shown)), [r["run"] for r in shown])
+  ax.set_yticks(range(len(shown)), [r["run"] for _, r in shown])
   ax.set_ylim(len(shown) - 0.5, -0.5)
-  ax.set(xlabel="eta / (2 / lambda_max at initialisation); filled: diverged",
-         title=title)
+  ax.set_xlabel("eta / (2 / lambda_max at initialisation)" + (
+      f"\nnot shown (no constant step): {', '.join(left_out)}"
+      if left_out else ""))
   ax.grid(True, axis="x", which="both", alpha=0.3)
+  models = {r["model"] == "least squares" for _, r in shown}
+  key = [Line2D([], [], color="k", ls="--", lw=1,
+                label="eta = 2 / lambda_max")]
+  key += [Line2D([], [], marker=m, ls="", ms=8, mew=2, color="0.3",
+                 mfc="none", label=text)
+          for m, text, lsq in (("s", "least squares (closed form)", True),
+                               ("o", "network (Lanczos)", False))
+          if lsq in models]
+  key += [Line2D([], [], marker="o", ls="", ms=8, mew=2, color="0.3",
+                 mfc=fill, label=text)
+          for fill, text in (("0.3", "filled: diverged"),
+                             ("none", "open: converged"))]
+  fig.legend(handles=key, loc="outside lower center", ncols=3,
+             fontsize="small")
   return plots.finish(fig, path)
 
 
@@ -179,9 +200,11 @@ def step_size(exp, out, run_dirs, smoke=False) -> list[Section]:
   figure = threshold_figure(rows, plot_dir / "step_size_threshold.png",
                             title=f"{exp.name}: step size against "
                             "2 / lambda_max")
-  losses = plots.loss_curves(runs, plot_dir / "step_size_loss.png",
-                             x="step", y="loss", log_y=True,
-                             title=f"{exp.name}: training loss per step")
+  fig = plots.loss_curves(runs, None, x="step", y="loss", log_y=True,
+                          title=f"{exp.name}: training loss per step")
+  # Room between the title and the triangles on the top edge.
+  fig.axes[0].set_title(fig.axes[0].get_title(), pad=14)
+  losses = plots.save_png(fig, plot_dir / "step_size_loss.png")
   results.write_json(out / "step_size.json", {"runs": rows,
                                                "least_squares": lsq})
   text = (

@@ -113,7 +113,8 @@ def fbest_gap(runs, f_star: float, bounds=None, path=None, *,
   Args:
     runs: mapping ``name -> f`` where ``f`` is an array of values (the best
       so far is taken, so raw ``f(x_k)`` works too), a pair ``(f, bound)``
-      with ``bound`` an array drawn dashed in the run's colour or None, or a
+      with ``bound`` an array drawn dashed in the run's colour (one legend
+      entry says so for every run) or None, or a
       run whose per-step ``loss`` is used.
     f_star: the optimal value ``f*``.
     bounds: None or a mapping ``name -> array`` of further theoretical
@@ -133,12 +134,13 @@ def fbest_gap(runs, f_star: float, bounds=None, path=None, *,
 
   def draw(k, y, **kw):
     ok = np.isfinite(y) & (y > 0)
-    if (y == 0).any():
+    if (y == 0).any() and kw.get("label"):
       kw["label"] += f" (gap 0 from k = {k[np.argmax(y == 0)]})"
     ax.plot(k[ok], y[ok], **kw)
     if ok.any():
       drawn.append(y[ok])
 
+  any_bound = False
   for i, (name, v) in enumerate(plots.named_runs(runs).items()):
     bound = None
     if hasattr(v, "steps"):
@@ -152,13 +154,18 @@ def fbest_gap(runs, f_star: float, bounds=None, path=None, *,
     draw(np.arange(1, len(f) + 1), gap, color=plots.run_colour(i), lw=1.6, label=name)
     if bound is not None:
       b = np.asarray(bound, float)
-      draw(np.arange(1, len(b) + 1), b, color=plots.run_colour(i), ls="--", lw=1.2,
-           label=f"{name}: bound")
+      # One key entry for every run's bound (below): the colour says whose.
+      draw(np.arange(1, len(b) + 1), b, color=plots.run_colour(i), ls="--",
+           lw=1.2)
+      any_bound = True
   greys = ("0.15", "0.45", "0.65")
   for j, (name, b) in enumerate((bounds or {}).items()):
     b = np.asarray(b, float)
     draw(np.arange(1, len(b) + 1), b, color=greys[j % 3], lw=1.2,
          ls=(0, (5, 2 + 2 * j)), label=str(name))
+  if any_bound:
+    ax.plot([], [], color="0.3", ls="--", lw=1.2,
+            label="bound of each run (its colour)")
   if drawn:
     ax.set_yscale("log")
   else:

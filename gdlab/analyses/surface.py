@@ -55,8 +55,11 @@ def surface(exp, out, run_dirs, smoke=False) -> list[Section]:
              "stop_reason": rec.summary.get("stop_reason")}
       rows.append(row)
       payload["runs"].append(dict(row, function=label))
-    path = plots.surface(fn, paths,
-                         out / results.PLOTS / f"surface_{label}.png")
+    pretty = name + (f" (kappa = {kappa:g})" if kappa is not None else "")
+    path = plots.surface(
+        fn, paths, out / results.PLOTS / f"surface_{label}.png",
+        title=f"{pretty}: {len(paths)} optimiser "
+        f"path{'s' if len(paths) > 1 else ''} on the contours of f")
     text = common.table(rows, [("run", "run"), ("method", "method"),
                          ("steps", "steps"), ("grad_evals", "grad evals"),
                          ("end_x", "end x"), ("end_y", "end y"),
