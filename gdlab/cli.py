@@ -28,6 +28,7 @@ from gdlab import compilation_cache
 from gdlab import config as config_lib
 from gdlab import data as data_lib
 from gdlab import distributed
+from gdlab import folders
 from gdlab import gradcheck
 from gdlab import interrupts
 from gdlab import loop
@@ -248,7 +249,7 @@ def _load(args):
                       f"({(e.strerror or 'not a path').lower()}).") from e
   exp = config_lib.load(path)
   # The default results folder is named after the experiment.
-  results.check_name("name", exp.name)
+  folders.check_name("name", exp.name)
   sets = config_lib.parse_sets(args.set)
   if getattr(args, "devices", None) is not None:
     sets["train.devices"] = args.devices
@@ -274,7 +275,7 @@ def _default_out(kind: str, name: str) -> Path:
 def _interrupted(out: Path, again: str | None) -> str:
   """The line printed when a command was interrupted: what is on disk."""
   state = results.describe(out)
-  if again and results.is_gdlab_folder(out):
+  if again and folders.is_gdlab_folder(out):
     return f"interrupted: {state}; continue with: {again}"
   return f"interrupted: {state}"
 
@@ -382,7 +383,7 @@ def _cmd_table(args) -> int:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     writer.writerows([_csv_cell(r[k]) for k in columns] for r in rows)
-    results.atomic_write(args.csv, buf.getvalue())
+    folders.atomic_write(args.csv, buf.getvalue())
   if args.json:
     results.write_json(args.json, rows)
   print(report.text_table(columns, rows))

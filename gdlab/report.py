@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gdlab import data
+from gdlab import folders
 from gdlab import plots
 from gdlab import report_html
 from gdlab import results
@@ -300,7 +301,7 @@ def run_report(run_dir: str | os.PathLike, *, function=None) -> Path:
     lines += ["## Configuration", "", "```yaml",
               config.read_text().rstrip("\n"), "```", ""]
   report = rec.path / REPORT
-  results.atomic_write(report, "\n".join(lines))
+  folders.atomic_write(report, "\n".join(lines))
   return report
 
 
@@ -316,7 +317,7 @@ def _unique(names: Sequence[str]) -> list[str]:
 def _folder_name(folder: Path) -> str | None:
   """The name in an experiment's or sweep's ``gdlab.json``, if it has one."""
   try:
-    marker = results.read_marker(folder)
+    marker = folders.read_marker(folder)
   except (OSError, ValueError):
     return None
   if isinstance(marker, Mapping) and marker.get("kind") != "run":
@@ -458,8 +459,8 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   lines += ["## Runs", ""] + [f"- {n}: `{_relative(r.path, out_dir)}`"
                                for n, r in runs.items()] + [""]
   report = out_dir / REPORT
-  results.atomic_write(report, "\n".join(lines))
-  results.atomic_write(out_dir / REPORT_HTML,
+  folders.atomic_write(report, "\n".join(lines))
+  folders.atomic_write(out_dir / REPORT_HTML,
                        report_html.html_page(title, "\n".join(lines), out_dir))
   return report
 
@@ -551,18 +552,18 @@ def read_sweep(folder: str | os.PathLike) -> dict[str, Any] | None:
     it (:mod:`gdlab.sweep`).
 
   Raises:
-    results.FolderError: the file is not JSON, or not of that shape.
+    folders.FolderError: the file is not JSON, or not of that shape.
   """
   path = Path(folder) / SWEEP
   if not path.is_file():
     return None
-  sweep = results._read_json(path)  # pylint: disable=protected-access
+  sweep = folders.read_json(path)
   runs = sweep.get("runs") if isinstance(sweep, dict) else None
   if not (isinstance(sweep, dict) and isinstance(sweep.get("grid"), dict)
           and isinstance(runs, list) and all(
               isinstance(r, dict) and isinstance(r.get("name"), str)
               and isinstance(r.get("point"), dict) for r in runs)):
-    raise results.FolderError(
+    raise folders.FolderError(
         f"{path}: expected a JSON object with 'grid' (a mapping) and 'runs' "
         f"(a list of {{'name', 'point'}}); got {str(sweep)[:80]!r}: the file "
         f"is damaged.")
@@ -600,7 +601,7 @@ def grid_points(records: Sequence[results.RunRecord]
     sweep folder or two runs differ in nothing but ``seed``.
 
   Raises:
-    results.FolderError: a sweep folder's ``sweep.json`` is damaged.
+    folders.FolderError: a sweep folder's ``sweep.json`` is damaged.
   """
   configs = [results.flatten(r.config) for r in records]
   sweeps: dict[Path, dict[str, dict]] = {}

@@ -40,8 +40,10 @@ from gdlab import build
 from gdlab import catalog
 from gdlab import config as config_lib
 from gdlab import distributed
+from gdlab import folders
 from gdlab import interrupts
 from gdlab import loop
+from gdlab import metrics_log
 from gdlab import parallel
 from gdlab import progress as progress_lib
 from gdlab import report
@@ -65,14 +67,14 @@ def _resume_point(run_dir: Path, p: build.Problem, key):
   try:
     carry = point.restore(template)
   except (ValueError, KeyError, TypeError) as e:
-    raise results.FolderError(
+    raise folders.FolderError(
         f"--resume: {str(run_dir / results.CHECKPOINT)!r} does not hold this "
         f"run's state (another model or optimizer): "
         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}. Start "
         f"the run again in a new folder.") from None
   history = results.load_history(run_dir, point)
   if int(loop.to_host(carry.step)) != history.num_steps:
-    raise results.FolderError(
+    raise folders.FolderError(
         f"--resume: {str(run_dir / results.CHECKPOINT)!r} holds step "
         f"{int(loop.to_host(carry.step))} but covers "
         f"{history.num_steps} logged steps: the folder is damaged.")
@@ -122,7 +124,7 @@ def run(cfg: config_lib.RunConfig, out_dir: str | os.PathLike, *,
   writer = distributed.is_writer()
   if writer:
     tensorboard.check(cfg, resume=resume)
-    results.check_out(run_dir, "run", resume=resume)
+    folders.check_out(run_dir, "run", resume=resume)
   with interrupts.deferred():
     return _run(cfg, run_dir, writer=writer, smoke=smoke, resume=resume,
                 allow_changes=allow_changes, progress=progress, plots=plots)
@@ -141,13 +143,13 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
           if cfg.train.devices is not None or jax.process_count() > 1
           else None)
   # The data's fingerprint, for the folder (hashed on the host): writer only.
-  digest = results.data_sha256(p.data) if writer else None
+  digest = folders.data_sha256(p.data) if writer else None
   changed = []
   if resume and writer:
     changed = results.check_resume(run_dir, cfg, digest,
                                    allow_changes=allow_changes)
   interrupts.check()
-  with (results.locked(run_dir) if writer else contextlib.nullcontext()
+  with (folders.locked(run_dir) if writer else contextlib.nullcontext()
         ), contextlib.ExitStack() as stack:
     carry = history = None
     if resume:
@@ -157,12 +159,12 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
       carry = carry._replace(stop=carry.stop._replace(
           reason=jnp.zeros_like(carry.stop.reason)))
     if writer:
-      results.create(run_dir, "run", name=cfg.name,
-                     config_sha256=results.config_sha256(cfg),
+      folders.create(run_dir, "run", name=cfg.name,
+                     config_sha256=folders.config_sha256(cfg),
                      data_sha256=digest)
       if history is None:
-        results.atomic_write(run_dir / results.CONFIG, config_lib.dump(cfg))
-        results.write_metrics(run_dir, {}, {})
+        folders.atomic_write(run_dir / results.CONFIG, config_lib.dump(cfg))
+        metrics_log.write_metrics(run_dir, {}, {})
       else:
         results.write_run(run_dir, cfg, history, carry)
     written = [history.num_steps if history else 0,
@@ -258,7 +260,7 @@ def run_seed_sweeps(exp: config_lib.ExperimentConfig, out: Path,
     interrupts.check()
     sub = out / results.SEEDS / cfg.name
     if not (resume and (sub / "sweep.json").exists()):
-      if resume and sub.is_dir() and (results.read_marker(sub) or {}).get(
+      if resume and sub.is_dir() and (folders.read_marker(sub) or {}).get(
           "kind") == "sweep":
         shutil.rmtree(sub)
       sweep.run_sweep(dataclasses.replace(exp, base=cfg, variants={},
@@ -292,24 +294,24 @@ def run_experiment(exp: config_lib.ExperimentConfig,
   writer = distributed.is_writer()
   runs = config_lib.resolve_runs(exp, smoke=smoke, sets=sets)
   for cfg in runs:
-    results.check_name("variants", cfg.name)
+    folders.check_name("variants", cfg.name)
   analyses.check(exp)
   if writer:
     for cfg in runs:
       tensorboard.check(cfg, resume=resume)
-    results.check_out(out, "experiment", resume=resume)
+    folders.check_out(out, "experiment", resume=resume)
     if resume:
       # Every variant's config against its folder's, before any trains.
       for cfg in runs:
         run_dir = out / "runs" / cfg.name
-        if results.read_marker(run_dir) is not None:
+        if folders.read_marker(run_dir) is not None:
           results.check_resume(run_dir, cfg, allow_changes=allow_changes)
   interrupts.check()  # a signal during the checks: nothing is written
   with contextlib.ExitStack() as stack:
     if writer:
-      stack.enter_context(results.removed_if_rejected(out))
-      results.create(out, "experiment", name=exp.name)
-      stack.enter_context(results.locked(out))
+      stack.enter_context(folders.removed_if_rejected(out))
+      folders.create(out, "experiment", name=exp.name)
+      stack.enter_context(folders.locked(out))
     stack.enter_context(interrupts.deferred())
     return _run_experiment(exp, out, runs, writer=writer, smoke=smoke,
                            resume=resume, allow_changes=allow_changes,
@@ -329,7 +331,7 @@ def _run_experiment(exp, out: Path, runs, *, writer, smoke, resume,
       interrupted = True
       break
     result = run(cfg, run_dir, smoke=smoke, resume=resume and (
-        results.read_marker(run_dir) is not None),
+        folders.read_marker(run_dir) is not None),
                  allow_changes=allow_changes,
                  progress=progress_lib.lifecycle(progress,
                                                  f"{exp.name}/{cfg.name}"))

@@ -44,6 +44,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gdlab import build
 from gdlab import compilation_cache
 from gdlab import config as config_lib
+from gdlab import folders
 from gdlab import history as history_lib
 from gdlab import interrupts
 from gdlab import loop
@@ -215,8 +216,8 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
     h.compile_time = compile_time
     carry_i = jax.tree_util.tree_map(lambda v, i=i: v[i], carry)
     run_dir = out_dir / "runs" / cfg.name
-    results.create(run_dir, "run", name=cfg.name,
-                   config_sha256=results.config_sha256(cfg))
+    folders.create(run_dir, "run", name=cfg.name,
+                   config_sha256=folders.config_sha256(cfg))
     results.write_run(run_dir, cfg, h, carry_i, extra={
         "sweep_group_size": len(cfgs), "sweep_devices": int(mesh.size),
         "sweep_mesh": dict(mesh.shape)})
@@ -254,7 +255,7 @@ def run_sweep(exp: config_lib.ExperimentConfig, out_dir, *,
                                       variants=False)
   runs = expand(base_runs, grid)
   for cfg, _ in runs:
-    results.check_name("sweep run name", cfg.name)
+    folders.check_name("sweep run name", cfg.name)
     tensorboard.check(cfg)
     if cfg.train.track is not None:
       raise config_lib.ConfigError(
@@ -262,11 +263,11 @@ def run_sweep(exp: config_lib.ExperimentConfig, out_dir, *,
           f"as one vmapped program); got {cfg.train.track.metrics!r} in run "
           f"{cfg.name!r}. Set train.track: null, or run the variants with "
           f"`gdlab run`.")
-  results.check_out(out, "sweep")
+  folders.check_out(out, "sweep")
   interrupts.check()  # a signal during the checks: nothing is written
-  with results.removed_if_rejected(out):
-    results.create(out, "sweep", name=exp.name)
-    with interrupts.deferred(), results.locked(out):
+  with folders.removed_if_rejected(out):
+    folders.create(out, "sweep", name=exp.name)
+    with interrupts.deferred(), folders.locked(out):
       return _run_sweep(exp, out, runs, grid, smoke=smoke, report=report)
 
 

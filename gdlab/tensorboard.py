@@ -67,6 +67,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from gdlab import config as config_lib
+from gdlab import folders
 from gdlab import results
 from gdlab.history import History
 
@@ -116,14 +117,14 @@ def check(cfg: config_lib.RunConfig, *, resume: bool = False) -> None:
 
   Raises:
     ImportError: tensorboardX is not installed.
-    gdlab.results.FolderError: a new run's folder holds event files.
+    gdlab.folders.FolderError: a new run's folder holds event files.
   """
   logdir = run_logdir(cfg)
   if logdir is None:
     return
   require(CONFIG_KEY)
   if not resume and logdir.is_dir() and any(logdir.glob(EVENTS_GLOB)):
-    raise results.FolderError(
+    raise folders.FolderError(
         f"{CONFIG_KEY}: expected a new folder, or one without event files, "
         f"for run {cfg.name!r}; got {str(logdir)!r}, which holds the events "
         f"of an earlier run. Give another TensorBoard folder or remove it.")

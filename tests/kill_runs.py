@@ -35,6 +35,8 @@ from pathlib import Path
 
 from flax import serialization
 
+from gdlab import folders
+from gdlab import metrics_log
 from gdlab import results
 from helpers import without_timing
 
@@ -53,13 +55,13 @@ def _command(out: Path, *extra: str) -> list[str]:
 def _run_files(run_dir: Path) -> dict:
   """What must equal an uninterrupted run's, timing fields aside."""
   files = {}
-  for name in (results.CONFIG, results.MARKER, results.STEPS):
+  for name in (results.CONFIG, folders.MARKER, metrics_log.STEPS):
     files[name] = (run_dir / name).read_bytes()
-  if (run_dir / results.STEP_CHUNKS).exists():
-    files[results.STEP_CHUNKS] = "left behind"
-  files[results.METRICS] = [without_timing(json.loads(line)) for line in
-                            (run_dir / results.METRICS).read_text()
-                            .splitlines()]
+  if (run_dir / metrics_log.STEP_CHUNKS).exists():
+    files[metrics_log.STEP_CHUNKS] = "left behind"
+  files[metrics_log.METRICS] = [
+      without_timing(json.loads(line)) for line in
+      (run_dir / metrics_log.METRICS).read_text().splitlines()]
   summary = json.loads((run_dir / results.SUMMARY).read_text())
   summary.pop("versions", None)
   files[results.SUMMARY] = without_timing(summary)
@@ -111,8 +113,8 @@ def trial(i: int, seed: int, reference: Path, span: float,
     return False, f"{where}: unexpected exit status\n{err}"
   if "Traceback" in err:
     return False, f"{where}: traceback\n{err}"
-  resume = results.is_gdlab_folder(out)
-  if out.exists() and not resume and results.contents(out):
+  resume = folders.is_gdlab_folder(out)
+  if out.exists() and not resume and folders.contents(out):
     return False, f"{where}: {out} is not a gdlab folder and not empty"
   # A folder killed before gdlab.json was written holds nothing to resume.
   again = _command(out, "--resume") if resume else _command(out)

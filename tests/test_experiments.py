@@ -30,6 +30,7 @@ from gdlab import config
 from gdlab import data as data_lib
 from gdlab import gradcheck
 from gdlab import loop
+from gdlab import metrics_log
 from gdlab import report
 from gdlab import results
 from gdlab import run as run_lib
@@ -40,7 +41,7 @@ NAMES = run_lib.experiment_names()
 RECORDED = json.loads((Path(__file__).parent / "data" /
                        "smoke_summaries.json").read_text())["experiments"]
 PNG = b"\x89PNG\r\n\x1a\n"
-RUN_FILES = (results.CONFIG, results.METRICS, results.SUMMARY,
+RUN_FILES = (results.CONFIG, metrics_log.METRICS, results.SUMMARY,
              results.CHECKPOINT)
 
 
@@ -258,7 +259,7 @@ def _check_methods(exp, out: Path) -> None:
     per_epoch = {"full_batch": 1, "sgd": n}.get(regime.kind, n // batch)
     assert row["updates"] == epochs * per_epoch, name
     # Record-gradients recounted from the per-step log.
-    steps = results.read_metrics(run_dir)[0]
+    steps = metrics_log.read_metrics(run_dir)[0]
     assert row["record_grads"] == int(steps["grad_evals"].sum()) * batch
     if not cfg.optimizer.line_search:
       assert row["record_grads"] == epochs * per_epoch * batch
@@ -275,7 +276,7 @@ def _check_methods(exp, out: Path) -> None:
     assert abs(row["test_accuracy"] - accuracy) <= 1 / len(z) + 1e-9, name
     # The first epoch at the target, from the JSON lines themselves.
     lines = [json.loads(l) for l in
-             (run_dir / results.METRICS).read_text().splitlines()]
+             (run_dir / metrics_log.METRICS).read_text().splitlines()]
     finals[name] = ([l for l in lines if l["kind"] == "epoch"],
                     json.loads((run_dir / results.SUMMARY).read_text()))
   target = max(s["final"]["train_loss"] for _, s in finals.values())

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from gdlab import _startup, cli, config, results, run
+from gdlab import _startup, cli, config, folders, metrics_log, results, run
 from helpers import without_timing
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
@@ -81,14 +81,14 @@ def _numbers(out: Path) -> dict:
   """Each run's logged rows, summary and final state, timing aside."""
   found = {}
   for run_dir in sorted((out / "runs").iterdir()):
-    lines = (run_dir / results.METRICS).read_text().splitlines()
+    lines = (run_dir / metrics_log.METRICS).read_text().splitlines()
     summary = json.loads((run_dir / results.SUMMARY).read_text())
     summary.pop("versions")
     # steps.npz byte for byte, and no chunk files left beside it.
-    assert not (run_dir / results.STEP_CHUNKS).exists()
+    assert not (run_dir / metrics_log.STEP_CHUNKS).exists()
     found[run_dir.name] = (
         lines and [without_timing(json.loads(line)) for line in lines],
-        (run_dir / results.STEPS).read_bytes(),
+        (run_dir / metrics_log.STEPS).read_bytes(),
         without_timing(summary), results.read_checkpoint(run_dir).state,
         (run_dir / results.CONFIG).read_bytes())
   return found
@@ -104,7 +104,7 @@ def reference(tmp_path_factory):
 
 def _resume(out: Path) -> None:
   args = ["run", str(TINY), *SETS, "--out", str(out)]
-  assert cli.main(args + (["--resume"] if results.is_gdlab_folder(out)
+  assert cli.main(args + (["--resume"] if folders.is_gdlab_folder(out)
                           else [])) == 0
 
 
@@ -125,9 +125,9 @@ def test_a_signal_at_any_moment_leaves_a_folder_that_resumes(
     # chunk ahead of the checkpoint, and resume cuts it back.
     run_dir = out / "runs" / "gd"
     meta = results.read_checkpoint(run_dir).meta
-    steps = results.read_metrics(run_dir)[0]
+    steps = metrics_log.read_metrics(run_dir)[0]
     assert len(steps["loss"]) > meta["step_rows"]
-    assert list((run_dir / results.STEP_CHUNKS).glob("*.npz"))
+    assert list((run_dir / metrics_log.STEP_CHUNKS).glob("*.npz"))
   elif phase == "compile2":  # a second Ctrl-C: out at once
     assert proc.returncode == 128 + sig, err
     assert "stopped at once" in err
@@ -147,11 +147,11 @@ def test_a_signal_at_any_moment_leaves_a_folder_that_resumes(
   assert _numbers(out) == reference
   # Integer columns stay integers through a resume (the bytes, not only the
   # numbers, of an uninterrupted run).
-  row = json.loads((out / "runs" / "gd" / results.METRICS).read_text()
+  row = json.loads((out / "runs" / "gd" / metrics_log.METRICS).read_text()
                    .splitlines()[0])
   for key in ("epoch", "step", "fun_evals", "grad_evals"):
     assert isinstance(row[key], int), row
-  steps = results.read_metrics(out / "runs" / "gd")[0]
+  steps = metrics_log.read_metrics(out / "runs" / "gd")[0]
   for key in ("step", "fun_evals", "grad_evals"):
     assert steps[key].dtype == np.int64, key
 
@@ -233,20 +233,21 @@ def test_resume_allows_a_larger_budget_when_asked(tmp_path, finished):
      "not parse"),
     (lambda d: (d / results.CHECKPOINT).write_bytes(b"\x00" * 40),
      "checkpoint"),
-    (lambda d: (d / results.METRICS).write_text(""),
+    (lambda d: (d / metrics_log.METRICS).write_text(""),
      "metrics.jsonl: expected the .* rows"),
-    (lambda d: (d / results.STEPS).unlink(),
+    (lambda d: (d / metrics_log.STEPS).unlink(),
      "steps.npz: expected the .* step rows .* missing"),
-    (lambda d: (d / results.STEPS).write_bytes(b"PK\x03\x04" + b"\x00" * 40),
+    (lambda d: (d / metrics_log.STEPS).write_bytes(
+        b"PK\x03\x04" + b"\x00" * 40),
      "steps.npz: expected NumPy arrays"),
-    (lambda d: (d / results.METRICS).write_text(
-        "{not json\n" + (d / results.METRICS).read_text()),
+    (lambda d: (d / metrics_log.METRICS).write_text(
+        "{not json\n" + (d / metrics_log.METRICS).read_text()),
      "metrics.jsonl: line 1: expected a JSON object"),
     (lambda d: (d / results.CONFIG).write_text("name: edited\n"),
      "config.yaml' was changed after the run started"),
-    (lambda d: (d / results.MARKER).write_text("[]"),
+    (lambda d: (d / folders.MARKER).write_text("[]"),
      "gdlab.json: expected a JSON object"),
-    (lambda d: (d / results.MARKER).unlink(), "expected a folder that gdlab "
+    (lambda d: (d / folders.MARKER).unlink(), "expected a folder that gdlab "
      "made"),
 ])
 def test_a_damaged_folder_is_named_never_resumed(tmp_path, finished, damage,
@@ -267,7 +268,7 @@ def test_step_chunks_are_read_in_order_and_cut_at_the_checkpoint(tmp_path):
   part = lambda d, n: {k: v[:n] for k, v in d.items()}
 
   def read(rows=None):
-    got, _ = results.read_metrics(tmp_path, rows=rows)
+    got, _ = metrics_log.read_metrics(tmp_path, rows=rows)
     n = len(got["loss"])
     np.testing.assert_array_equal(got["step"], np.arange(1, n + 1))
     for k, v in steps.items():
@@ -275,48 +276,49 @@ def test_step_chunks_are_read_in_order_and_cut_at_the_checkpoint(tmp_path):
       assert got[k].dtype == (np.int64 if k == "grad_evals" else np.float64)
     return n
 
-  results.write_metrics(tmp_path, {}, {})
+  metrics_log.write_metrics(tmp_path, {}, {})
   # Three chunks; the checkpoint covers the first two (7 steps, 2 epochs).
   for (s0, e0), (s1, e1) in zip([(0, 0), (4, 1), (7, 2)],
                                 [(4, 1), (7, 2), (10, 3)]):
-    results.append_metrics(tmp_path, part(steps, s1), part(epochs, e1), s0, e0)
-  chunks = tmp_path / results.STEP_CHUNKS
+    metrics_log.append_metrics(tmp_path, part(steps, s1), part(epochs, e1),
+                               s0, e0)
+  chunks = tmp_path / metrics_log.STEP_CHUNKS
   assert sorted(p.name for p in chunks.iterdir()) == [
       "000000000.npz", "000000004.npz", "000000007.npz"]
   assert read() == 10 and read((7, 2)) == 7
   # A resume writes the rows it keeps whole and drops the chunk files.
   stale = (chunks / "000000004.npz").read_bytes()
-  results.write_metrics(tmp_path, part(steps, 7), part(epochs, 2))
+  metrics_log.write_metrics(tmp_path, part(steps, 7), part(epochs, 2))
   assert not chunks.exists() and read() == 7
-  first = (tmp_path / results.STEPS).read_bytes()
-  results.write_metrics(tmp_path, part(steps, 7), part(epochs, 2))
-  assert (tmp_path / results.STEPS).read_bytes() == first
-  with np.load(tmp_path / results.STEPS) as z:
+  first = (tmp_path / metrics_log.STEPS).read_bytes()
+  metrics_log.write_metrics(tmp_path, part(steps, 7), part(epochs, 2))
+  assert (tmp_path / metrics_log.STEPS).read_bytes() == first
+  with np.load(tmp_path / metrics_log.STEPS) as z:
     assert z["loss"].dtype == np.float32 and z["step_size"].dtype == float
   # Killed while steps/ was being removed: the rows left are read once.
   chunks.mkdir()
   (chunks / "000000004.npz").write_bytes(stale)
   assert read() == 7
   # A chunk with no rows before it is damage, named.
-  (tmp_path / results.STEPS).unlink()
+  (tmp_path / metrics_log.STEPS).unlink()
   with pytest.raises(config.ConfigError, match="000000004.npz: expected "
                      "step rows from 1"):
-    results.read_metrics(tmp_path)
+    metrics_log.read_metrics(tmp_path)
 
 
 def test_a_folder_of_the_older_format_is_read_never_resumed(tmp_path,
                                                            finished):
   cfg, src = finished
   folder = _copy(src, tmp_path / "run")
-  steps, epochs = results.read_metrics(folder)
+  steps, epochs = metrics_log.read_metrics(folder)
   # The older layout: a JSON line per step before the epoch lines.
   lines = [json.dumps({"kind": "step", **{k: v[i].item() for k, v in
                                           steps.items()}})
            for i in range(len(steps["loss"]))]
-  old = folder / results.METRICS
+  old = folder / metrics_log.METRICS
   old.write_text("\n".join(lines) + "\n" + old.read_text())
-  (folder / results.STEPS).unlink()
-  again, epochs_again = results.read_metrics(folder)
+  (folder / metrics_log.STEPS).unlink()
+  again, epochs_again = metrics_log.read_metrics(folder)
   assert again.keys() == steps.keys() and epochs_again.keys() == epochs.keys()
   for k in steps:
     np.testing.assert_array_equal(again[k], steps[k])
@@ -423,7 +425,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(
     tmp_path, finished):
   cfg, src = finished
   folder = _copy(src, tmp_path / "run")
-  lock = folder / results.LOCK
+  lock = folder / folders.LOCK
   lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                               "since": "now"}))
   with pytest.raises(config.ConfigError,
@@ -461,8 +463,8 @@ def test_files_follow_the_umask(tmp_path, finished):
     run.run(cfg, tmp_path / "run", plots=False)
   finally:
     os.umask(old)
-  for name in (results.CONFIG, results.METRICS, results.STEPS,
-               results.SUMMARY, results.CHECKPOINT, results.MARKER):
+  for name in (results.CONFIG, metrics_log.METRICS, metrics_log.STEPS,
+               results.SUMMARY, results.CHECKPOINT, folders.MARKER):
     assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o640, name
 
 

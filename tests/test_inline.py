@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from gdlab import gradcheck, history, loop, models, plots, results, stopping
+from gdlab import (gradcheck, history, loop, metrics_log, models, plots,
+                   results, stopping)
 from gdlab.analyses import engines, subgradient
 from gdlab.history import History
 from gdlab.objective import Objective
@@ -41,7 +42,7 @@ def _run_folder(root, name="gd", h=None):
   h = h or _history()
   run = root / name
   run.mkdir(parents=True)
-  results.write_metrics(run, h.steps, h.epochs)
+  metrics_log.write_metrics(run, h.steps, h.epochs)
   results.write_json(run / results.SUMMARY, {
       "name": name, "stop_reason": h.stop_reason, "steps": h.num_steps,
       "epochs": h.num_epochs, "final": h.final,

@@ -150,10 +150,11 @@ def _reaches(graph, start: str) -> set[str]:
 
 def test_the_walk_sees_the_package():
   for name in ("gdlab", "gdlab.config", "gdlab.build", "gdlab.run",
-               "gdlab.results", "gdlab.analyses", "gdlab.analyses.common",
-               "gdlab.cli"):
+               "gdlab.results", "gdlab.folders", "gdlab.metrics_log",
+               "gdlab.analyses", "gdlab.analyses.common", "gdlab.cli"):
     assert name in MODULES, name
   assert "gdlab.config" in GRAPH["gdlab.build"]
+  assert {"gdlab.folders", "gdlab.metrics_log"} <= GRAPH["gdlab.results"]
   assert "gdlab.analyses.common" in GRAPH["gdlab.analyses.convexity"]
 
 
@@ -186,12 +187,22 @@ def test_no_import_inside_a_function():
     # Analyses read finished runs; they never train.
     ("gdlab.analyses", {"gdlab.run", "gdlab.sweep", "gdlab.cli"}),
     # The builder is pure: no folders, no figures.
-    ("gdlab.build", {"gdlab.results", "gdlab.run", "gdlab.report",
-                     "gdlab.plots", "gdlab.sweep", "gdlab.analyses"}),
-    # The loop never reads a config.
-    ("gdlab.loop", {"gdlab.config", "gdlab.build", "gdlab.results"}),
-    ("gdlab.config", {"gdlab.build", "gdlab.results", "gdlab.run",
-                      "gdlab.sweep", "gdlab.analyses"}),
+    ("gdlab.build", {"gdlab.results", "gdlab.folders", "gdlab.metrics_log",
+                     "gdlab.run", "gdlab.report", "gdlab.plots",
+                     "gdlab.sweep", "gdlab.analyses"}),
+    # The loop never reads a config, nor writes a folder.
+    ("gdlab.loop", {"gdlab.config", "gdlab.build", "gdlab.results",
+                    "gdlab.folders", "gdlab.metrics_log"}),
+    ("gdlab.config", {"gdlab.build", "gdlab.results", "gdlab.folders",
+                      "gdlab.metrics_log", "gdlab.run", "gdlab.sweep",
+                      "gdlab.analyses"}),
+    # Guarded folders know nothing of what a run writes in them.
+    ("gdlab.folders", {"gdlab.results", "gdlab.metrics_log", "gdlab.build",
+                       "gdlab.run", "gdlab.sweep", "gdlab.report",
+                       "gdlab.plots"}),
+    # The metrics log is columns of numbers: no run records, no runs.
+    ("gdlab.metrics_log", {"gdlab.results", "gdlab.build", "gdlab.run",
+                           "gdlab.sweep", "gdlab.report", "gdlab.plots"}),
     # Figures read run records (results), never reports, runs or analyses.
     ("gdlab.plots", {"gdlab.report", "gdlab.run", "gdlab.analyses"}),
 ])

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from matplotlib import image as mpimg
 
-from gdlab import data, plots, report, results
+from gdlab import data, folders, metrics_log, plots, report, results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -63,9 +63,9 @@ def _history(n_epochs, steps_per_epoch, rate, *, diverge=False,
 def _write_run(root, name, steps, epochs, stop_reason, trajectory=None):
   run = root / name
   run.mkdir(parents=True)
-  results.atomic_write(run / results.CONFIG, yaml.safe_dump(
+  folders.atomic_write(run / results.CONFIG, yaml.safe_dump(
       {"name": name, "optimizer": {"name": "gd", "learning_rate": 0.1}}))
-  results.write_metrics(run, steps, epochs)
+  metrics_log.write_metrics(run, steps, epochs)
   n = len(steps["loss"])
   summary = {"name": name, "stop_reason": stop_reason, "steps": n,
              "compile_time": 0.25, "run_time": 0.5,
@@ -208,7 +208,7 @@ def test_run_report_with_trajectory(tmp_path):
   run = _write_run(tmp_path, "quad", *_history(29, 1, 0.8, test=False),
                    "grad_tol", trajectory=traj)
   config = {"data": {"function": "quadratic", "kappa": 4.0}}
-  results.atomic_write(run / results.CONFIG, yaml.safe_dump(config))
+  folders.atomic_write(run / results.CONFIG, yaml.safe_dump(config))
   assert report._function(config, None).info["L"] == 4.0
   md = report.run_report(run).read_text()
   _check_png(run / "plots" / "surface.png", min_bytes=20_000)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from gdlab import cli, config, results, run, stopping, sweep
+from gdlab import cli, config, metrics_log, results, run, stopping, sweep
 from gdlab.data.batching import Regime
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
@@ -86,7 +86,7 @@ def test_run_writes_a_complete_folder(tmp_path):
   out = run.run_experiment(exp, tmp_path / "exp")
   for name in ("gd", "momentum"):
     run_dir = out / "runs" / name
-    for f in (results.CONFIG, results.METRICS, results.SUMMARY,
+    for f in (results.CONFIG, metrics_log.METRICS, results.SUMMARY,
               results.CHECKPOINT):
       assert (run_dir / f).exists(), f
     rec = results.load_run(run_dir)
@@ -105,8 +105,8 @@ def test_same_seed_gives_identical_numbers(tmp_path):
   cfg = config.resolve_runs(config.load(TINY))[0]
   run.run(cfg, tmp_path / "a", plots=False)
   run.run(cfg, tmp_path / "b", plots=False)
-  a = results.read_metrics(tmp_path / "a")[0]["loss"]
-  b = results.read_metrics(tmp_path / "b")[0]["loss"]
+  a = metrics_log.read_metrics(tmp_path / "a")[0]["loss"]
+  b = metrics_log.read_metrics(tmp_path / "b")[0]["loss"]
   np.testing.assert_array_equal(a, b)
   for x, y in zip(_params(tmp_path / "a"), _params(tmp_path / "b")):
     np.testing.assert_array_equal(x, y)
@@ -126,8 +126,8 @@ def test_sweep_runs_match_runs_alone(tmp_path):
     alone = tmp_path / "alone" / entry["name"]
     run.run(cfg, alone, plots=False)
     swept = out / "runs" / entry["name"]
-    np.testing.assert_allclose(results.read_metrics(swept)[0]["loss"],
-                               results.read_metrics(alone)[0]["loss"],
+    np.testing.assert_allclose(metrics_log.read_metrics(swept)[0]["loss"],
+                               metrics_log.read_metrics(alone)[0]["loss"],
                                rtol=1e-5)
     for x, y in zip(_params(swept), _params(alone)):
       np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
@@ -181,8 +181,8 @@ def test_interrupted_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
   for x, y in zip(_params(tmp_path / "full"), _params(tmp_path / "part")):
     np.testing.assert_array_equal(x, y)
   np.testing.assert_array_equal(
-      results.read_metrics(tmp_path / "full")[0]["loss"],
-      results.read_metrics(tmp_path / "part")[0]["loss"])
+      metrics_log.read_metrics(tmp_path / "full")[0]["loss"],
+      metrics_log.read_metrics(tmp_path / "part")[0]["loss"])
 
 
 def test_resume_with_another_optimizer_is_a_clear_error(tmp_path):
