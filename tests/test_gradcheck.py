@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from gdlab import cli, gradcheck, losses
+from gdlab.analyses import engines
 from gdlab.objective import Objective, value_and_grad_fn
 
 pytestmark = pytest.mark.strict_promotion
@@ -235,3 +236,37 @@ def test_a_row_passes_by_its_precisions_tolerances():
   strict = gradcheck.FLOAT64._replace(autodiff_tol=row.vs_autodiff / 2)
   assert not gradcheck.grid_row("tanh", "mse", "per_neuron", 1, "mean", None,
                                 key, precision=strict).passed
+
+
+# ----------------------------------------------------------------------------
+# The figure of the grid (the experiment backprop_vs_autodiff).
+
+
+def test_figure_shows_the_raw_finite_difference_error():
+  # The structure (per_neuron, depth 1, n=8) of the rows checked above.
+  acts, loss_names = ("tanh", "relu"), ("mse", "softmax_cross_entropy")
+  rows = gradcheck.grid(acts, loss_names, ["per_neuron"], [1])
+  fig = engines.gradcheck_table(rows)
+  auto, fd = [ax for ax in fig.axes if ax.images]
+  assert "jax.grad" in auto.get_title()
+  assert "finite differences" in fd.get_title()
+  raw = np.array([[r.fd_raw for r in rows if r.activation == a]
+                  for a in acts])
+  noise = np.array([[r.fd_noise for r in rows if r.activation == a]
+                    for a in acts])
+  # Each cell is one row: the raw error, not the error less the noise
+  # (which is 0 for these rows, drawn at the bottom of the scale).
+  assert all(r.vs_finite_diff == 0 for r in rows)
+  shown = np.asarray(fd.images[0].get_array())
+  np.testing.assert_allclose(shown, np.log10(raw), rtol=1e-12)
+  assert np.all(shown > -12) and np.all(raw < noise)
+  texts = sorted(t.get_text() for t in fd.texts)
+  assert texts == sorted(f"{e:.0e}\n< {n:.0e}"
+                         for e, n in zip(raw.ravel(), noise.ravel()))
+  np.testing.assert_allclose(
+      np.asarray(auto.images[0].get_array()),
+      np.log10(np.maximum([[r.vs_autodiff for r in rows
+                            if r.activation == a] for a in acts], 1e-18)))
+  assert "raw" in fd.images[0].colorbar.ax.get_ylabel()
+  width, _ = fig.get_size_inches()
+  assert width <= 14

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -57,16 +59,87 @@ def _tolerance_cmap(log_tol: float, low: float):
   return mcolors.ListedColormap(rgba), mcolors.Normalize(low, 0.0)
 
 
+# Errors below this are drawn as 0 (log10 = -18): exact agreement.
+_ZERO = 1e-18
+
+
+def _has_raw_error(row) -> bool:
+  """Whether a row records its raw finite-difference error and noise floor.
+
+  Rows built positionally, or saved before these were recorded, do not.
+  """
+  return not (math.isnan(float(getattr(row, "fd_raw", math.nan))) or
+              math.isnan(float(getattr(row, "fd_noise", math.nan))))
+
+
+def _worst_rows(rows, key) -> dict[tuple[str, str], Any]:
+  """Per ``(activation, loss)``, the row with the largest ``key(row)``."""
+  worst = {}
+  for r in rows:
+    cell = (r.activation, r.loss)
+    if (cell not in worst or math.isnan(key(worst[cell]))
+        or key(r) > key(worst[cell])):
+      worst[cell] = r
+  return worst
+
+
+def _heat_panel(fig, ax, acts, losses, cells, tol: float, title: str,
+                label: str) -> None:
+  """One heat map of the grid, annotated, with its colour bar.
+
+  ``cells`` maps ``(activation, loss)`` to ``(value, text, failed)``: the
+  cell is coloured by ``log10 value`` (at least ``log10`` :data:`_ZERO`),
+  shows ``text`` and, if ``failed``, "FAIL"; missing cells stay empty.
+  """
+  logs = np.full((len(acts), len(losses)), np.nan)
+  for (act, loss), (value, _, _) in cells.items():
+    logs[acts.index(act), losses.index(loss)] = math.log10(max(value, _ZERO))
+  cmap, norm = _tolerance_cmap(math.log10(tol), math.log10(_ZERO))
+  im = ax.imshow(logs, cmap=cmap, norm=norm, aspect="auto")
+  for (act, loss), (_, text, failed) in cells.items():
+    i, j = acts.index(act), losses.index(loss)
+    r, g, b, _ = cmap(norm(logs[i, j]))
+    dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+    ax.text(j, i, text + ("\nFAIL" if failed else ""), ha="center",
+            va="center", fontsize=8, linespacing=1.1,
+            color="white" if dark else "black",
+            fontweight="bold" if failed else "normal")
+  ax.set_xticks(range(len(losses)), losses, rotation=35, ha="right",
+                rotation_mode="anchor", fontsize=9)
+  ax.set_yticks(range(len(acts)), acts, fontsize=9)
+  ax.tick_params(length=0)
+  ax.set_title(title, fontsize=10)
+  bar = fig.colorbar(im, ax=ax, fraction=0.06, pad=0.02, aspect=25)
+  bar.set_label(label, fontsize=9)
+  bar.ax.tick_params(labelsize=8)
+  bar.ax.axhline(math.log10(tol), color="k", lw=1.5)
+
+
+def _error_text(value: float) -> str:
+  """A cell's error: ``0`` up to :data:`_ZERO`, else one significant digit."""
+  return "0" if value <= _ZERO else f"{value:.0e}"
+
+
 def gradcheck_table(rows, path=None, *, autodiff_tol: float | None = None,
                     fd_tol: float | None = None,
                     title: str | None = None) -> Figure | Path:
   """Heat maps of the gradient-check grid (:func:`gdlab.gradcheck.grid`).
 
-  Two panels, the hand-written gradient against ``jax.grad`` and against
-  finite differences; each cell is ``log10`` of the worst relative error of
-  an (activation, loss) pair over the other axes of the grid (bias
-  arrangement, depth, reduction), annotated with the error.  Colours turn
-  from green to red at the panel's tolerance; cells above it say "FAIL".
+  Two panels, one cell per (activation, loss) pair, each showing the row
+  with the largest error over the other axes of the grid (bias arrangement,
+  depth, reduction):
+
+  * the hand-written gradient against ``jax.grad``: ``log10`` of the
+    relative error ``vs_autodiff``, annotated with it;
+  * against central finite differences: ``log10`` of the raw relative error
+    ``fd_raw``, annotated with it and, below, with the same row's noise
+    floor ``fd_noise`` after ``<`` (the difference is within what central
+    differences resolve) or ``>``.  When some row lacks ``fd_raw`` the
+    panel shows ``vs_finite_diff``, the error less the noise, instead.
+
+  Colours turn from green to red at the panel's tolerance; a cell with a
+  failing row says "FAIL" (against finite differences a row fails when its
+  error less the noise, ``vs_finite_diff``, is above the tolerance).
 
   Args:
     rows: :class:`gdlab.gradcheck.Row` records (or objects with the same
@@ -84,47 +157,52 @@ def gradcheck_table(rows, path=None, *, autodiff_tol: float | None = None,
   if not rows:
     raise ValueError("rows: expected at least one gradient-check row; got "
                      "none.")
+  autodiff_tol = autodiff_tol or gradcheck.AUTODIFF_TOL
+  fd_tol = fd_tol or gradcheck.FD_TOL
   acts = list(dict.fromkeys(r.activation for r in rows))
   losses = list(dict.fromkeys(r.loss for r in rows))
-  panels = (("vs_autodiff", "manual vs jax.grad",
-             autodiff_tol or gradcheck.AUTODIFF_TOL),
-            ("vs_finite_diff", "manual vs finite differences",
-             fd_tol or gradcheck.FD_TOL))
-  # Each panel wide enough for its two-line title and its colour bar's
-  # label beside the next panel's.
+  fails = collections.defaultdict(lambda: [False, False])
+  for r in rows:
+    fails[r.activation, r.loss][0] |= r.vs_autodiff > autodiff_tol
+    fails[r.activation, r.loss][1] |= r.vs_finite_diff > fd_tol
+  raw = all(_has_raw_error(r) for r in rows)
+
+  def fd_error(r) -> float:
+    return float(r.fd_raw if raw else r.vs_finite_diff)
+
+  def fd_text(r) -> str:
+    if not raw:
+      return _error_text(r.vs_finite_diff)
+    below = "<" if r.fd_raw < r.fd_noise else ">"
+    return f"{_error_text(r.fd_raw)}\n{below} {r.fd_noise:.0e}"
+
+  # Wide enough for two-line titles and the colour bars' labels; the second
+  # panel shares the first one's activation labels.
   fig = plots.InlineFigure(
-      figsize=(2 * max(1.1 * len(losses) + 2.4, 4.4), 0.5 * len(acts) + 2.6),
+      figsize=(min(14.0, 1.3 + 2 * max(0.62 * len(losses) + 1.2, 3.4)),
+               0.42 * len(acts) + 2.5),
       layout="constrained")
-  floor = 1e-18
-  for p, (field, name, tol) in enumerate(panels):
-    worst = np.full((len(acts), len(losses)), np.nan)
-    for r in rows:
-      i, j = acts.index(r.activation), losses.index(r.loss)
-      worst[i, j] = np.fmax(worst[i, j], float(getattr(r, field)))
-    logs = np.log10(np.maximum(worst, floor))
-    cmap, norm = _tolerance_cmap(math.log10(tol), math.log10(floor))
-    ax = fig.add_subplot(1, 2, p + 1)
-    im = ax.imshow(logs, cmap=cmap, norm=norm, aspect="auto")
-    for i in range(len(acts)):
-      for j in range(len(losses)):
-        v = worst[i, j]
-        if np.isnan(v):
-          continue
-        r, g, b, _ = cmap(norm(logs[i, j]))
-        dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
-        failed = v > tol
-        ax.text(j, i, ("0" if v <= floor else f"{v:.0e}") +
-                ("\nFAIL" if failed else ""), ha="center", va="center",
-                fontsize="small", color="white" if dark else "black",
-                fontweight="bold" if failed else "normal")
-    ax.set_xticks(range(len(losses)), losses, rotation=35, ha="right")
-    ax.set_yticks(range(len(acts)), acts)
-    ax.set_title(f"{name}\n(tol {tol:.0e})")
-    bar = fig.colorbar(im, ax=ax, label="log10 relative error")
-    bar.ax.axhline(math.log10(tol), color="k", lw=1.5)
+  fig.get_layout_engine().set(w_pad=0.04, wspace=0.02)
+  ax_auto, ax_fd = fig.subplots(1, 2, sharey=True)
+  _heat_panel(
+      fig, ax_auto, acts, losses,
+      {cell: (float(r.vs_autodiff), _error_text(r.vs_autodiff),
+              fails[cell][0])
+       for cell, r in _worst_rows(rows, lambda r: r.vs_autodiff).items()},
+      autodiff_tol, f"manual vs jax.grad\n(tol {autodiff_tol:.0e})",
+      "log10 relative error")
+  _heat_panel(
+      fig, ax_fd, acts, losses,
+      {cell: (fd_error(r), fd_text(r), fails[cell][1])
+       for cell, r in _worst_rows(rows, fd_error).items()},
+      fd_tol, f"manual vs finite differences\n(tol {fd_tol:.0e}"
+      f"{' on error - noise floor' if raw else ''})",
+      "log10 raw relative error\n(cell: error, < or > its noise floor)"
+      if raw else "log10 relative error less noise")
   passed = sum(bool(r.passed) for r in rows)
   fig.suptitle(title or f"Gradient check: worst relative error per "
-               f"activation and loss\n({passed}/{len(rows)} rows pass)")
+               f"activation and loss ({passed}/{len(rows)} rows pass)",
+               fontsize=11)
   return plots.finish(fig, path)
 
 
