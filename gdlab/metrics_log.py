@@ -50,9 +50,6 @@ from gdlab import folders
 METRICS = "metrics.jsonl"
 STEPS = "steps.npz"
 STEP_CHUNKS = "steps"
-# The run's checkpoint (gdlab.results.CHECKPOINT), named in the errors about
-# the rows it covers.
-_CHECKPOINT = "checkpoint.msgpack"
 
 
 def json_safe(v: Any) -> Any:
@@ -225,7 +222,7 @@ def read_steps(run_dir: str | os.PathLike,
       n = start + length
   if rows is not None and n < rows:
     raise folders.FolderError(
-        f"{run_dir / STEPS}: expected the {rows} step rows that {_CHECKPOINT} "
+        f"{run_dir / STEPS}: expected the {rows} step rows that the checkpoint "
         f"covers; got {n}: the log was cut. Start the run again in a new "
         f"folder.")
   out = {"step": np.arange(1, n + 1 if rows is None else rows + 1)}
@@ -292,12 +289,12 @@ def read_metrics(run_dir: str | os.PathLike, *,
   elif rows is not None and counts[0] < rows[0]:
     raise folders.FolderError(
         f"{run_dir / STEPS}: expected the {rows[0]} step rows that "
-        f"{_CHECKPOINT} covers; got {counts[0]}: the file is missing. Start "
+        f"the checkpoint covers; got {counts[0]}: the file is missing. Start "
         f"the run again in a new folder.")
   if rows is not None and tuple(counts) != tuple(rows):
     raise folders.FolderError(
         f"{path}: expected the {rows[0]} step and {rows[1]} epoch rows that "
-        f"{_CHECKPOINT} covers; got {counts[0]} and {counts[1]}: the log was "
+        f"the checkpoint covers; got {counts[0]} and {counts[1]}: the log was "
         f"cut or emptied. Start the run again in a new folder.")
   to_np = lambda d: {k: _column(v) for k, v in d.items()}
   return (npz_steps if npz_steps is not None else to_np(steps),

@@ -156,6 +156,25 @@ def test_sensitivity(tmp_path):
     plots.sensitivity(lrs[:3], seeds, tmp_path / "x.png", "lr")
 
 
+def test_minimiser_stars_sit_under_the_paths():
+  f = data.get_function("himmelblau")
+  end = np.asarray(f.minimizers, float).reshape(-1, 2)[0]
+  path = np.linspace([0.0, 0.0], end, 30)
+  fig = plots.surface(f, {"gd": path}, num=30)
+  ax = fig.axes[0]
+  stars = [l for l in ax.lines if l.get_gid() == "minimiser"]
+  paths = [l for l in ax.lines if l.get_label().startswith("gd")]
+  end_marks = [l for l in ax.lines if l.get_gid() == "end"]
+  assert len(stars) == 1 and paths and end_marks
+  assert stars[0].get_zorder() < paths[0].get_zorder()
+  assert stars[0].get_zorder() < end_marks[0].get_zorder()
+  assert stars[0].get_markerfacecolor() == "none"  # hollow
+  assert stars[0].get_markersize() < 17
+  handle = [h for h in ax.get_legend().legend_handles
+            if h.get_label().startswith("minimiser")]
+  assert handle and handle[0].get_markerfacecolor() == "none"
+
+
 def test_surface_rosenbrock(tmp_path):
   f = data.get_function("rosenbrock")
   t = np.linspace(0, 1, 80)[:, None]
@@ -353,16 +372,22 @@ def test_stochastic_losses_are_smoothed_on_a_log_step_axis(noisy):
   smooth = [l for l in ax.lines if l.get_gid() == "ema"]
   assert len(raw) == len(smooth) == 1  # SGD only; GD is drawn as it is
   assert raw[0].get_alpha() < 0.5 and smooth[0].get_alpha() in (None, 1.0)
-  # The span: one epoch (300 steps), at most 1% of the steps (30).
-  assert any("span 30 steps" in t.get_text()
+  # The span: the noise's, (c / 0.1)^2 for the batch losses' median
+  # coefficient of variation c over blocks of 20 (more than one epoch's 300
+  # steps capped at 1% of the steps, 30; less than 10% of the steps, 300).
+  ys = noisy["sgd"].steps["loss"]
+  blocks = ys.reshape(-1, 20)
+  c = np.median(blocks.std(axis=1) / blocks.mean(axis=1))
+  span = int(np.ceil((c / 0.1) ** 2))
+  assert 30 < span < 300
+  assert any(f"span {span} steps" in t.get_text()
              for t in ax.get_legend().get_texts())
   # The EMA against a plain loop with Adam's bias correction.
-  ys = noisy["sgd"].steps["loss"]
-  a, m, ref = 2 / 31, 0.0, []
+  a, m, ref = 2 / (span + 1), 0.0, []
   for k, v in enumerate(ys, 1):
     m = (1 - a) * m + a * v
     ref.append(m / (1 - (1 - a) ** k))
-  np.testing.assert_allclose(plots.ema(ys, 30), ref, rtol=1e-12)
+  np.testing.assert_allclose(plots.ema(ys, span), ref, rtol=1e-12)
   # y-limits from the EMA and GD's loss, not the raw band.
   low = min(np.min(ref), np.min(noisy["gd"].steps["loss"]))
   assert 0.5 * low < ax.get_ylim()[0] < low
@@ -374,8 +399,9 @@ def test_stochastic_losses_are_smoothed_on_a_log_step_axis(noisy):
 
 def test_a_diverged_run_does_not_set_the_y_range():
   k = np.arange(1.0, 301)
-  runs = {"small": _run(0.3 + 2 / k), "right": _run(0.32 + 1 / k),
-          "armijo": _run(0.33 + 1 / k, lr=16.0),
+  slow = 1 / (1 + k / 100)  # changing to the end: no early-change log x
+  runs = {"small": _run(0.3 + 2 * slow), "right": _run(0.32 + slow),
+          "armijo": _run(0.33 + slow, lr=16.0),
           "large": _run(2.0 * 8.0 ** np.arange(8), lr=0.7, stop="diverged")}
   fig = plots.loss_curves(runs)
   _check_readable(fig)
@@ -385,7 +411,117 @@ def test_a_diverged_run_does_not_set_the_y_range():
   assert ax.get_ylim()[1] < 3.0 < 1e6
   marks = [l for l in ax.lines if l.get_gid() == "diverged"]
   assert len(marks) == 1 and marks[0].get_marker() == "^"
-  assert any("diverged" in t.get_text() for t in ax.texts)
+  # The triangle sits inside the axes, clear of the title; its value is in
+  # the legend, not on the data.
+  mark = marks[0].get_window_extent()
+  box = ax.get_window_extent()
+  assert box.y0 < mark.y0 and mark.y1 <= box.y1 + 0.5
+  assert not _overlap(mark, ax.title.get_window_extent())
+  assert not [t for t in ax.texts if "diverged" in t.get_text()]
+  texts = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert any(t.startswith("large") and "diverged, last 4.2e+06" in t
+             for t in texts)  # 2 * 8^7
+  assert any("above the axes" in t for t in texts)  # the triangle's key
+
+
+def test_step_sizes_label_diverged_runs_in_the_legend():
+  k = np.arange(1.0, 301)
+  runs = {"armijo": _run(0.3 + 1 / k, lr=16.0),
+          "too_large": _run(2.0 * 8.0 ** np.arange(8), lr=0.7,
+                            stop="diverged")}
+  runs["armijo"].steps["step_size"] = 0.7 * 2.0 ** -(k % 3)
+  fig = plots.step_sizes(runs)
+  _check_readable(fig)
+  ax = fig.axes[0]
+  marks = [l for l in ax.lines if l.get_gid() == "diverged"]
+  assert len(marks) == 1 and marks[0].get_marker() == "x"  # within range
+  assert not ax.texts  # no label over armijo's step sizes
+  texts = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert any(t.startswith("too_large") and t.endswith("(diverged)")
+             for t in texts)
+
+
+def test_a_style_key_shows_lines_as_drawn():
+  run = _run(np.linspace(2.0, 1.0, 50))
+  run.epochs["test_loss"] = run.epochs["train_loss"] + 0.1
+  fig = plots.loss_curves({"a": run}, x="epoch",
+                          y=("train_loss", "test_loss"),
+                          styles={"test_loss": {"alpha": 0.4, "lw": 3.0}})
+  legend = fig.axes[0].get_legend()
+  handles = dict(zip((t.get_text() for t in legend.get_texts()),
+                     legend.legend_handles))
+  drawn = [l for l in fig.axes[0].lines if l.get_ls() == "--"]
+  assert drawn[0].get_alpha() == 0.4
+  assert handles["test loss"].get_alpha() == 0.4
+  assert handles["test loss"].get_linewidth() == 3.0
+  assert handles["test loss"].get_linestyle() == "--"
+  assert handles["training loss"].get_alpha() is None
+
+
+@pytest.mark.parametrize("curve,log_y,log_x", [
+    ("exponential", "linear", "log"),  # settled after ~100 of 2000 steps
+    ("linear", "linear", "linear"),
+    ("geometric", "log", "linear"),  # a line on the log y axis
+])
+def test_log_x_when_all_the_change_is_early(curve, log_y, log_x):
+  k = np.arange(2000.0)
+  ys = {"exponential": 0.3 + 0.7 * np.exp(-k / 20),
+        "linear": 1.0 - 0.7 * k / 2000,
+        "geometric": 2.0 * 0.99 ** k}[curve]
+  fig = plots.loss_curves({"a": _run(ys), "b": _run(1.1 * ys)})
+  ax = fig.axes[0]
+  assert ax.get_yscale() == log_y
+  assert ax.get_xscale() == log_x
+  # An oscillation about the plateau is no change; a run still changing
+  # late keeps the axis linear.
+  wobble = ys * (1 + 0.05 * (-1) ** k)
+  fig = plots.loss_curves({"a": _run(wobble), "b": _run(1.1 * ys)})
+  assert fig.axes[0].get_xscale() == log_x
+  late = 1.0 - 0.7 * k / 2000
+  fig = plots.loss_curves({"a": _run(ys), "b": _run(late)})
+  assert fig.axes[0].get_xscale() == "linear"
+
+
+def test_ema_span_grows_with_the_noise():
+  rng = np.random.default_rng(0)
+  trend = 1 / (1 + np.arange(4000.0) / 500)
+  smooth = _run(trend, kind="sgd", steps_per_epoch=40)
+  assert plots.noise_level(trend) < 1e-2
+  assert plots.ema_span(smooth, 4000, trend) == 40  # one epoch
+  assert plots.ema_span(smooth, 4000) == 40
+  # Gaussian noise of 30% of the mean: (0.3 / 0.1)^2 = 9 by noise alone;
+  # of 100%: 100.
+  for cv, span in ((0.3, 40), (1.0, 100)):
+    ys = trend * (1 + cv * rng.normal(size=trend.size))
+    assert plots.noise_level(ys) == pytest.approx(cv, rel=0.1)
+    assert plots.ema_span(smooth, 4000, ys) == pytest.approx(span, rel=0.2)
+  # 400 steps of batch-1 SGD: capped at 10% of the steps.
+  ys = np.exp(2.0 * rng.normal(size=400))
+  assert plots.ema_span(_run(ys, kind="sgd"), 400, ys) == 40
+  assert plots.ema_span(_run(ys[:60], kind="sgd"), 60, ys[:60]) == 10
+
+
+def test_many_stochastic_runs_are_drawn_without_their_raw_traces():
+  rng = np.random.default_rng(0)
+  k = np.arange(400.0)
+
+  def batch_one(seed):
+    return _run(0.1 + 1 / (1 + k / 50) * rng.exponential(size=k.size) ** 2,
+                kind="sgd", seed=seed)
+
+  def lines(fig, gid):
+    return [l for l in fig.axes[0].lines if l.get_gid() == gid]
+
+  four = {f"b{i}": batch_one(i) for i in range(4)}
+  fig = plots.loss_curves(four)
+  assert len(lines(fig, "raw")) == len(lines(fig, "ema")) == 4
+  five = {**four, "b4": batch_one(4), "full": _run(1 / (1 + k / 10))}
+  fig = plots.loss_curves(five)
+  _check_readable(fig)
+  assert not lines(fig, "raw") and len(lines(fig, "ema")) == 5
+  texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  assert "EMA of the per-step values, span 40 steps" in texts
+  assert "per-step values" not in texts
 
 
 def test_sweeps_are_coloured_by_the_swept_value():
@@ -451,6 +587,21 @@ def test_categorical_seeds():
   assert [l for l in fig.axes[1].lines if l.get_gid() == "diverged"]
   with pytest.raises(ValueError, match="values"):
     plots.strip({"a": [1.0, 2.0]}, seeds)
+
+
+def test_many_categories_label_every_kth_tick():
+  seeds = list(range(100, 125))
+  rng = np.random.default_rng(0)
+  fig = plots.strip({"logistic": 0.28 + 1e-4 * rng.normal(size=25),
+                     "mlp": 0.08 + 1e-3 * rng.normal(size=25)}, seeds)
+  _check_readable(fig)
+  for ax in fig.axes:
+    assert len(ax.get_xticks()) == 25  # every seed keeps its tick
+    ticks = [t for t in ax.get_xticklabels() if t.get_text()]
+    assert 2 <= len(ticks) <= plots.MAX_TICK_LABELS
+    assert ticks[0].get_text() == "100"
+    boxes = [t.get_window_extent() for t in ticks]
+    assert not any(_overlap(a, b) for a, b in zip(boxes, boxes[1:]))
 
 
 @pytest.mark.parametrize("family", ["step_sizes", "sensitivity", "surface",

@@ -29,8 +29,10 @@ the same contract and use the helpers here (:class:`InlineFigure`,
 Figures read at a glance: every axes has a title and labelled axes; legends
 sit outside the data; a sweep is coloured by its swept value with a colour
 bar; a diverged run is marked where it left instead of setting the
-y-range; stochastic per-step losses are an EMA over a faint raw trace;
-categories (seeds) are categorical axes (:func:`strip`).
+y-range; stochastic per-step losses are an EMA (its span longer the noisier
+they are) over a faint raw trace, the EMA alone past four stochastic runs;
+categories (seeds) are categorical axes (:func:`strip`), every ``k``-th
+labelled when there are many.
 
 Inputs:
 
@@ -48,9 +50,9 @@ Inputs:
 * Non-finite values are skipped, not drawn: NaN marks a metric that does not
   apply (no test set), an infinity a diverged step.  A run whose summary says
   ``stop_reason == "diverged"``, or whose series ends in an infinity, gets an
-  ``x`` on its last finite point (a triangle on the top edge when that point
-  is above the y-range the other runs set) and "(diverged)" in its legend
-  entry.
+  ``x`` on its last finite point (a triangle just inside the top edge when
+  that point is above the y-range the other runs set) and "(diverged)" in
+  its legend entry, with that point's value when it is above.
 * Legends sit outside the axes, on their right (:func:`place_legend`).
 * The quantities tracked during training (``gdlab.tracking``: ``sharpness``,
   ``hessian_trace``, ``noise_scale``) are epoch columns, NaN on the epochs
@@ -85,20 +87,24 @@ from gdlab.plots._labels import run_colours
 from gdlab.plots._labels import run_labels
 from gdlab.plots._series import MAX_POINTS
 from gdlab.plots._series import MIN_SPAN
+from gdlab.plots._series import NOISE_TARGET
 from gdlab.plots._series import STOCHASTIC
 from gdlab.plots._series import X_AXES
 from gdlab.plots._series import ema
 from gdlab.plots._series import ema_span
 from gdlab.plots._series import envelope
+from gdlab.plots._series import noise_level
 from gdlab.plots._series import series
 from gdlab.plots._series import shares_program
 from gdlab.plots._series import stochastic
+from gdlab.plots.runs import MAX_RAW
 from gdlab.plots.runs import TRACKED
 from gdlab.plots.runs import constant_step
 from gdlab.plots.runs import has_tracked
 from gdlab.plots.runs import loss_curves
 from gdlab.plots.runs import step_sizes
 from gdlab.plots.runs import tracked
+from gdlab.plots.sweeps import MAX_TICK_LABELS
 from gdlab.plots.sweeps import sensitivity
 from gdlab.plots.sweeps import strip
 from gdlab.plots.surfaces import surface
@@ -116,7 +122,10 @@ __all__ = [
     "InlineFigure",
     "LABELS",
     "MAX_POINTS",
+    "MAX_RAW",
+    "MAX_TICK_LABELS",
     "MIN_SPAN",
+    "NOISE_TARGET",
     "STOCHASTIC",
     "TRACKED",
     "X_AXES",
@@ -132,6 +141,7 @@ __all__ = [
     "mark_diverged",
     "mark_no_data",
     "named_runs",
+    "noise_level",
     "place_legend",
     "run_colour",
     "run_colours",

@@ -13,6 +13,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib import transforms
 from matplotlib.figure import Figure
 
 DPI = 120
@@ -62,9 +63,22 @@ def finish(fig: Figure, path) -> Figure | Path:
 
 
 def _wrap(label: str, width: int = 26) -> str:
-  """A long legend label on two lines, broken before its parenthesis."""
-  head, sep, tail = label.partition(" (")
-  return f"{head}\n({tail}" if sep and len(label) > width else label
+  """A long legend label on several lines, broken before its parentheses.
+
+  A label longer than ``width`` is broken before a parenthesis where the
+  line so far and the parenthesis would not fit on one line of ``width``:
+  ``name (learning_rate=0.7) (diverged, last 9e+06)`` on three lines.
+  """
+  if len(label) <= width or " (" not in label:
+    return label
+  head, *parts = label.split(" (")
+  lines = [head]
+  for part in parts:
+    if len(lines[-1]) + len(part) + 2 <= width:
+      lines[-1] += " (" + part
+    else:
+      lines.append("(" + part)
+  return "\n".join(lines)
 
 
 def place_legend(ax, *, below: bool = False, **kwargs) -> None:
@@ -75,8 +89,8 @@ def place_legend(ax, *, below: bool = False, **kwargs) -> None:
 
   Past 40 entries (a large sweep) a legend would crowd out the axes; the
   figure then says how many runs it overlays instead.  Labels longer than
-  26 characters break before their parenthesis.  ``kwargs`` go to
-  ``ax.legend`` (``handles``, ``labels``, ``title``, ...).
+  26 characters break before their parentheses (:func:`_wrap`).
+  ``kwargs`` go to ``ax.legend`` (``handles``, ``labels``, ``title``, ...).
   """
   handles, labels = ax.get_legend_handles_labels()
   if kwargs.get("handles") is not None:
@@ -103,21 +117,32 @@ def mark_no_data(ax, what: str) -> None:
 
 
 def mark_diverged(ax, x: float, y: float, colour, text: bool = True,
-                  row: int = 0) -> None:
+                  row: int = 0) -> bool:
   """Marks where a diverged run left: an ``x`` at its last finite point.
 
-  A point above the axes is marked by a triangle on the top edge, with its
-  value, so the blow-up no longer sets the y-range; ``row`` moves the text
-  down by rows, so the marks of several runs do not overwrite each other.
+  A point above the axes is marked by a triangle just inside their top edge
+  (clear of the title), so the blow-up no longer sets the y-range.  With
+  ``text``, the mark is labelled "diverged" (with the value, for a point
+  above the axes) beside it; ``row`` moves that text down by rows, so the
+  labels of several runs do not overwrite each other.  A figure with a
+  legend says it there instead (``text=False``): a label inside the axes
+  can cover other runs' data.
+
+  Returns:
+    True when the point was above the axes (marked by the triangle).
   """
   top = ax.get_ylim()[1]
-  if y > top:
-    ax.plot(x, 1.0, "^", transform=ax.get_xaxis_transform(), color=colour,
-            ms=9, mec="k", mew=0.8, clip_on=False, zorder=5, gid="diverged")
+  above = bool(y > top)
+  if above:
+    # Half the marker's height below the top edge: inside the axes.
+    where = transforms.offset_copy(ax.get_xaxis_transform(), fig=ax.figure,
+                                   y=-6, units="points")
+    ax.plot(x, 1.0, "^", transform=where, color=colour, ms=9, mec="k",
+            mew=0.8, clip_on=False, zorder=5, gid="diverged")
     if text:
       ax.annotate(f"diverged ({y:.2g})", (x, 1.0),
                   xycoords=ax.get_xaxis_transform(),
-                  xytext=(6, -4 - 12 * row), textcoords="offset points",
+                  xytext=(8, -2 - 12 * row), textcoords="offset points",
                   ha="left", va="top", fontsize="small", color=colour)
   else:
     ax.plot(x, y, "x", color=colour, ms=11, mew=2.5, zorder=5,
@@ -126,6 +151,7 @@ def mark_diverged(ax, x: float, y: float, colour, text: bool = True,
       ax.annotate("diverged", (x, y), xytext=(6, 4),
                   textcoords="offset points", fontsize="small",
                   color=colour)
+  return above
 
 
 def _check_auto(name: str, value) -> None:

@@ -3,7 +3,8 @@
 :func:`series` places a metric on the x axes of the package docstring;
 :func:`envelope` thins a long series without changing its picture;
 :func:`ema` smooths the noisy per-step values of a stochastic run
-(:func:`stochastic`) over :func:`ema_span` steps.
+(:func:`stochastic`) over :func:`ema_span` steps, longer the noisier it
+is (:func:`noise_level`).
 """
 
 from __future__ import annotations
@@ -109,21 +110,60 @@ def ema(ys: np.ndarray, span: int) -> np.ndarray:
 
 
 MIN_SPAN = 10
+# The relative noise an EMA leaves on a stochastic series: its span is
+# chosen so that the spread of the batch values about their mean, shrunk by
+# about sqrt(span), is at most this fraction of the mean.
+NOISE_TARGET = 0.1
 
 
-def ema_span(run, n: int) -> int:
+def noise_level(ys: np.ndarray, block: int = 20) -> float:
+  """The spread of a noisy series about its local mean, relative to it.
+
+  The median, over blocks of ``block`` consecutive finite values, of their
+  standard deviation over the magnitude of their mean: a batch loss's
+  coefficient of variation (0 for a smooth series, about 1.3 for losses
+  scattered by a factor ``e`` either way, 3 for batch-1 losses).  The
+  blocks are short, so a trend adds little; non-finite values are skipped.
+  """
+  ys = np.asarray(ys, float)
+  ys = ys[np.isfinite(ys)]
+  if ys.size < 2:
+    return 0.0
+  block = min(block, ys.size)
+  rows = ys[:ys.size // block * block].reshape(-1, block)
+  mean = np.abs(rows.mean(axis=1))
+  spread = rows.std(axis=1)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    rel = np.where(mean > 0, spread / mean, np.where(spread > 0, np.inf, 0.0))
+  return float(np.median(rel))
+
+
+def ema_span(run, n: int, ys: np.ndarray | None = None) -> int:
   """The EMA span of a run's per-step series of ``n`` values.
 
-  One epoch's steps (the average of an epoch's batch losses estimates the
-  training loss), at most ``n // 100`` (a short run keeps its shape) and
-  at least :data:`MIN_SPAN`.
+  The largest of three lengths:
+
+  * one epoch's steps (the average of an epoch's batch losses estimates the
+    training loss), at most ``n // 100`` (a long run keeps its shape);
+  * with the values ``ys``, the span that leaves a relative noise of
+    :data:`NOISE_TARGET`: ``(c / NOISE_TARGET) ** 2`` for the noise level
+    ``c`` (:func:`noise_level`; an EMA of span ``s`` shrinks white noise
+    by about ``sqrt(s)``), at most ``n // 10`` so the curve keeps its
+    shape: a 400-step run of batch-1 SGD (``c`` about 3) gets 40, one of
+    16,000 steps with ``c`` about 1.5, 225;
+  * :data:`MIN_SPAN`.
   """
   epochs = dict(getattr(run, "epochs", None) or {})
   per_epoch = n
   if "step" in epochs and len(epochs["step"]):
     per_epoch = float(np.asarray(epochs["step"], float)[-1]) / len(
         epochs["step"])
-  return int(max(MIN_SPAN, min(per_epoch, n // 100)))
+  span = int(max(MIN_SPAN, min(per_epoch, n // 100)))
+  if ys is not None:
+    c = noise_level(ys)
+    noisy = (c / NOISE_TARGET) ** 2 if np.isfinite(c) else np.inf
+    span = max(span, int(np.ceil(min(noisy, n // 10))))
+  return span
 
 
 STOCHASTIC = ("sgd", "minibatch")

@@ -41,6 +41,8 @@ from gdlab.plots._series import shares_program
 from gdlab.plots._series import stochastic
 
 _LINESTYLES = ("-", "--", ":", "-.")
+# Past this many stochastic runs, loss_curves draws their EMAs alone.
+MAX_RAW = 4
 
 
 def _extent_ratio(xs_list) -> float:
@@ -49,6 +51,50 @@ def _extent_ratio(xs_list) -> float:
   if not ends or min(starts) <= 0:
     return 1.0
   return max(ends) / max(min(ends), 1e-300)
+
+
+# The early-change rule of loss_curves' automatic log x (see its docstring).
+EARLY_SETTLE = 0.1    # within this fraction of its range of its end value
+EARLY_PARTS = 10      # ... in every part of the x range but the first
+EARLY_DECADES = 2.0   # x spans at least this many decades
+
+
+def _changes_early(xs_list, ys_list, log_y: bool) -> bool:
+  """Whether every run's curve has settled in the first tenth of the x range.
+
+  See ``log_x`` in :func:`loss_curves`.  Values are compared as the y axis
+  draws them (their log10 on a log axis): a geometric decay, a line on a log
+  y axis, keeps changing to its end.  Each later tenth is judged by its
+  median, so an oscillation about a settled value (a subgradient method's
+  loss) does not count as change.
+  """
+  pairs = [(np.asarray(x, float), np.asarray(y, float))
+           for x, y in zip(xs_list, ys_list) if len(x)]
+  if not pairs:
+    return False
+  lo = min(float(x.min()) for x, _ in pairs)
+  hi = max(float(x.max()) for x, _ in pairs)
+  if not lo > 0 or hi / lo < 10 ** EARLY_DECADES:
+    return False
+  part = np.minimum(((np.concatenate([x for x, _ in pairs]) - lo) /
+                     (hi - lo) * EARLY_PARTS).astype(int), EARLY_PARTS - 1)
+  changed, at = False, 0
+  for xs, ys in pairs:
+    parts, at = part[at:at + len(xs)], at + len(xs)
+    if log_y:
+      ok = ys > 0
+      parts, ys = parts[ok], np.log10(ys[ok])
+    spread = float(ys.max() - ys.min()) if len(ys) else 0.0
+    if spread == 0:
+      continue
+    medians = [np.median(ys[parts == k]) for k in range(1, EARLY_PARTS)
+               if (parts == k).any()]
+    if not medians:  # the run ends in the first tenth
+      continue
+    if np.ptp(medians) > EARLY_SETTLE * spread or not (parts == 0).any():
+      return False
+    changed = True
+  return changed
 
 
 def loss_curves(runs, path=None, x: str = "step",
@@ -64,14 +110,29 @@ def loss_curves(runs, path=None, x: str = "step",
   * Colours: by run, with the legend (outside the axes) naming each run and
     the hyperparameters that differ (:func:`run_labels`); past 8 runs of a
     sweep, by the swept value with a colour bar (:func:`run_colours`).
-  * Stochastic per-step values (:func:`stochastic`) are drawn as a faint raw
-    trace under their exponential moving average (:func:`ema`, span
-    :func:`ema_span`: one epoch, at most 1% of the steps, at least 10).
+  * Stochastic per-step values (:func:`stochastic`) are drawn as their
+    exponential moving average (:func:`ema`) over a faint raw trace.  The
+    span (:func:`ema_span`) is the longest of one epoch (at most 1% of the
+    steps), the span that brings the batch values' relative noise
+    (:func:`noise_level`) down to :data:`NOISE_TARGET` (at most 10% of the
+    steps) and 10: 400 steps of batch-1 SGD get 40.  Past
+    :data:`MAX_RAW` stochastic runs, the raw traces are left out: seven
+    overlapping bands would hide every trend.
   * A diverged run does not set the y-range: the limits come from the other
-    runs, and :func:`mark_diverged` marks where it left.
-  * Log axes: ``log_y="auto"`` as in the package docstring; ``log_x="auto"``
-    picks a log x when the runs (but the diverged) end more than 20-fold
-    apart along x (40 full-batch steps beside 57,520 SGD steps).
+    runs, and :func:`mark_diverged` marks where it left (a triangle just
+    inside the top edge when above the axes); its legend entry says
+    "diverged" and the last finite value, so no text covers the data.
+  * Log axes: ``log_y="auto"`` as in the package docstring.
+    ``log_x="auto"`` picks a log x (never for ``x="time"``) when the runs
+    (but the diverged) end more than 20-fold apart along x (40 full-batch
+    steps beside 57,520 SGD steps), or when all the change happens early:
+    x positive and spanning at least two decades, and every run's curve
+    (as drawn: smoothed, and in log10 on a log y) has settled after the
+    first tenth of the x range: the medians of its values in each later
+    tenth lie within 10% of its range of each other.  So an exponential
+    decay to a plateau over 2000 steps, or a test accuracy reached in 150
+    of 2000 epochs, gets a log x; a linear decay, or a geometric one on a
+    log y axis (a line there), keeps changing to the end and does not.
   * With ``x="time"``, runs that share one vmapped program
     (:func:`shares_program`) are left out: their wall time is the
     program's.
@@ -110,10 +171,10 @@ def loss_curves(runs, path=None, x: str = "step",
   labels = run_labels(runs)
   fig = InlineFigure(figsize=(8.5, 4.5), layout="constrained")
   ax = fig.add_subplot()
-  kept, blown, xs_kept, ends, spans, lost = [], [], [], [], set(), set()
-  labelled, seen = set(), []
+  # First the series and their spans: whether raw traces are drawn depends
+  # on how many runs are smoothed.
+  items = []
   for name, run in runs.items():
-    colour = colours.colours[name]
     for j, key in enumerate(names):
       s = series(run, x, key)
       if s is None:
@@ -126,34 +187,38 @@ def loss_curves(runs, path=None, x: str = "step",
       xs, ys = xs[ok], ys[ok]
       if floor is not None:
         ys = np.maximum(ys, floor)
-      style = {"ls": _LINESTYLES[j % 4], "lw": 1.5, "zorder": 2,
-               **dict((styles or {}).get(key, {}))}
-      same = _coincides(seen, key, xs, ys) if colours.key is None else None
-      seen.append((name, key, xs, ys))
-      if same is not None:  # drawn dashed, so the run beneath shows
-        style.update(ls=(0, (4, 3)), lw=max(style["lw"], 2.0))
-      label = None
-      if colours.key is None and name not in labelled:
-        label = labels[name] + (" (diverged)" if diverged else "") + (
-            f" (same as {same})" if same is not None else "")
-        labelled.add(name)
-      last = ys[-1]
-      span = _smoothing(run, key, ys, smooth)
-      if span:
-        spans.add(span)
+      items.append((name, j, key, xs, ys, diverged,
+                    _smoothing(run, key, ys, smooth)))
+  raw = len({it[0] for it in items if it[6]}) <= MAX_RAW
+  kept, blown, xs_kept, ends, spans, lost = [], [], [], [], set(), set()
+  entries, seen = {}, []
+  for name, j, key, xs, ys, diverged, span in items:
+    colour = colours.colours[name]
+    style = {"ls": _LINESTYLES[j % 4], "lw": 1.5, "zorder": 2,
+             **dict((styles or {}).get(key, {}))}
+    same = _coincides(seen, key, xs, ys) if colours.key is None else None
+    seen.append((name, key, xs, ys))
+    if same is not None:  # drawn dashed, so the run beneath shows
+      style.update(ls=(0, (4, 3)), lw=max(style["lw"], 2.0))
+    last = ys[-1]
+    if span:
+      spans.add(span)
+      if raw:
         ax.plot(*envelope(xs, ys), color=colour, lw=0.6, alpha=0.2,
                 ls=style["ls"], zorder=1, gid="raw")
-        ys = ema(ys, span)
-        style["gid"] = "ema"
-      elif len(ys) <= 30 and "marker" not in style:
-        style.update(marker="o", ms=3)
-      ax.plot(*envelope(xs, ys), color=colour, label=label, **style)
-      (blown if diverged else kept).append(ys)
-      if not diverged:
-        xs_kept.append(xs)
-      elif name not in lost:  # one mark a run, at its first metric
-        ends.append((xs[-1], last, colour))
-        lost.add(name)
+      ys = ema(ys, span)
+      style["gid"] = "ema"
+    elif len(ys) <= 30 and "marker" not in style:
+      style.update(marker="o", ms=3)
+    line, = ax.plot(*envelope(xs, ys), color=colour, **style)
+    if colours.key is None and name not in entries:
+      entries[name] = (line, f" (same as {same})" if same is not None else "")
+    (blown if diverged else kept).append(ys)
+    if not diverged:
+      xs_kept.append(xs)
+    elif name not in lost:  # one mark a run, at its first metric
+      ends.append((xs[-1], last, colour, name))
+      lost.add(name)
   drawn = kept or blown
   if left_out and not runs:
     ax.text(0.5, 0.5, "every run shares its program's wall time (vmapped "
@@ -168,18 +233,23 @@ def loss_curves(runs, path=None, x: str = "step",
     lim = _limits(kept, blown, log)
     if lim:
       ax.set_ylim(*lim)
-  if log_x is True or (log_x == "auto" and x != "time" and
-                       _extent_ratio(xs_kept) > 20):
+  if log_x is True or (log_x == "auto" and x != "time" and (
+      _extent_ratio(xs_kept) > 20 or _changes_early(xs_kept, kept, log))):
     ax.set_xscale("log")
   elif x != "time":  # counts: no tick at step 2.5
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-  for row, (xv, yv, colour) in enumerate(sorted(ends, key=lambda e: e[0])):
-    mark_diverged(ax, xv, yv, colour, text=len(ends) <= 4, row=row)
+  marks, status = {"^": 0, "x": 0}, {}
+  for xv, yv, colour, name in sorted(ends, key=lambda e: e[0]):
+    above = mark_diverged(ax, xv, yv, colour, text=False)
+    marks["^" if above else "x"] += 1
+    status[name] = f" (diverged, last {yv:.2g})" if above else " (diverged)"
+  for name, (line, same) in entries.items():
+    line.set_label(labels[name] + status.get(name, "") + same)
   if floor is not None:
     ax.axhline(floor, color="0.4", ls=":", lw=1.2, zorder=0,
                label=f"rounding floor {floor:.1e}")
-  _key_entries(ax, names if len(names) > 1 else (), styles, spans,
-               len(lost) if colours.key is not None else 0)
+  _key_entries(ax, names if len(names) > 1 else (), styles, spans, raw,
+               marks, counted=colours.key is not None)
   ax.set_xlabel(_label(x))
   ax.set_ylabel(ylabel or (_label(names[0]) if len(names) == 1 else "value"))
   text = title or (f"{' and '.join(map(_label, names))} against {_label(x)}"
@@ -211,24 +281,35 @@ def _smoothing(run, key: str, ys: np.ndarray, smooth) -> int | None:
   if not per_step or key == "step_size" or len(ys) < 50:
     return None
   if smooth is True or (smooth == "auto" and stochastic(run, ys)):
-    return ema_span(run, len(ys))
+    return ema_span(run, len(ys), ys)
   return None
 
 
-def _key_entries(ax, names, styles, spans, diverged: int) -> None:
-  """Legend entries for what is not a run: metrics' line styles, the raw
-  trace and its EMA, and (coloured by value) the diverged runs' marks."""
+def _key_entries(ax, names, styles, spans, raw: bool,
+                 marks: Mapping[str, int], counted: bool) -> None:
+  """Legend entries for what is not a run: metrics' line styles (as drawn,
+  alpha included), the raw trace and its EMA, and the diverged runs'
+  marks, ``marker -> number of runs`` (counted for a sweep coloured by
+  value, which names no run)."""
   for j, key in enumerate(names):
-    style = {"ls": _LINESTYLES[j % 4], **dict((styles or {}).get(key, {}))}
+    style = {"ls": _LINESTYLES[j % 4], "lw": 1.5,
+             **dict((styles or {}).get(key, {}))}
     ax.plot([], [], color="0.25", label=_label(key), **{
-        k: v for k, v in style.items() if k not in ("alpha", "gid")})
+        k: v for k, v in style.items() if k not in ("gid", "zorder")})
   if spans:
-    ax.plot([], [], color="0.5", lw=0.6, alpha=0.4, label="per-step values")
-    ax.plot([], [], color="0.25", lw=1.5, label=f"EMA, span {min(spans)}"
-            + (f"-{max(spans)}" if len(spans) > 1 else "") + " steps")
-  if diverged:
-    ax.plot([], [], "^", color="0.4", mec="k",
-            label=f"diverged ({diverged} runs; last finite value)")
+    if raw:
+      ax.plot([], [], color="0.5", lw=0.6, alpha=0.4, label="per-step values")
+    ax.plot([], [], color="0.25", lw=1.5, label=(
+        "EMA" if raw else "EMA of the per-step values") +
+        f", span {min(spans)}" + (f"-{max(spans)}" if len(spans) > 1 else "")
+        + " steps")
+  count = lambda n: f"{n} run{'s' if n > 1 else ''}; " if counted else ""
+  if marks.get("^"):
+    ax.plot([], [], "^", color="0.4", mec="k", label=(
+        f"diverged ({count(marks['^'])}last finite value, above the axes)"))
+  if marks.get("x"):
+    ax.plot([], [], "x", color="0.4", mew=2.0, ls="",
+            label=f"diverged ({count(marks['x'])}last finite value)")
 
 
 def step_sizes(runs, path=None, log_y="auto", *,

@@ -23,6 +23,12 @@ _PATH_COLOURS = ("tab:red", "white", "tab:orange", "magenta", "cyan",
                  "tab:pink", "black", "lime")
 
 
+# The paths' zorder (over the contours' 1 and 2); the minimisers' stars sit
+# just under them.
+_PATH_Z = 4
+_STAR = {"marker": "*", "ms": 13, "mfc": "none", "mec": "gold", "mew": 1.8}
+
+
 def _paths(trajectories) -> dict[str, np.ndarray]:
   if trajectories is None:
     return {}
@@ -49,8 +55,9 @@ def surface(function, trajectories=None, path=None,
   A filled contour map over the function's window (``function.grid(num)``),
   each trajectory drawn as a line with a marker every few iterates, its start
   as a hollow circle and its end as a square, and the known minimisers as
-  stars.  With ``three_d``, a 3-D view of the same surface and paths sits on
-  the right.
+  hollow gold stars under the paths (a path ending on a minimiser, or
+  zig-zagging around it, stays in view).  With ``three_d``, a 3-D view of
+  the same surface and paths sits on the right.
 
   Args:
     function: a :class:`gdlab.data.functions.Function2D` or its registry name.
@@ -113,18 +120,24 @@ def surface(function, trajectories=None, path=None,
     colour = _PATH_COLOURS[i % len(_PATH_COLOURS)]
     line, = ax.plot(t[:, 0], t[:, 1], "-", marker="o", ms=3.5, lw=1.6,
                     markevery=max(1, len(t) // 40), color=colour,
-                    mec="k", mew=0.4, label=f"{name} ({len(t)} iterates)")
-    ax.plot(*t[0], "o", ms=9, mfc="none", mec=colour, mew=2.2)
-    ax.plot(*t[-1], "s", ms=8, mfc=colour, mec="k", mew=1.0)
+                    mec="k", mew=0.4, zorder=_PATH_Z,
+                    label=f"{name} ({len(t)} iterates)")
+    ax.plot(*t[0], "o", ms=9, mfc="none", mec=colour, mew=2.2,
+            zorder=_PATH_Z + 1, gid="start")
+    ax.plot(*t[-1], "s", ms=8, mfc=colour, mec="k", mew=1.0,
+            zorder=_PATH_Z + 1, gid="end")
     handles.append(line)
+  # Under the paths, hollow: a path that ends on a minimiser, or zig-zags
+  # around it, shows through the star.
   m = np.asarray(function.minimizers, float).reshape(-1, 2)
-  ax.plot(m[:, 0], m[:, 1], "*", ms=17, mfc="gold", mec="k", mew=1.0, ls="")
+  ax.plot(m[:, 0], m[:, 1], **_STAR, ls="", zorder=_PATH_Z - 1,
+          gid="minimiser")
   handles += [
       Line2D([], [], marker="o", ls="", ms=8, mfc="none", mec="0.2", mew=2,
              label="start"),
       Line2D([], [], marker="s", ls="", ms=7, mfc="0.6", mec="k",
              label="end"),
-      Line2D([], [], marker="*", ls="", ms=14, mfc="gold", mec="k",
+      Line2D([], [], **_STAR, ls="",
              label="minimiser" if len(m) == 1 else "minimisers")]
   ax.set_xlim(*function.xlim)
   ax.set_ylim(*function.ylim)

@@ -128,13 +128,33 @@ def sensitivity(values, finals, path=None, xlabel: str = "hyperparameter",
   return finish(fig, path)
 
 
+# The most categories strip() labels on one panel.
+MAX_TICK_LABELS = 12
+# About the width of a tick label's character, and the gap between labels,
+# in points (the default 10-point font).
+_CHAR_PT, _GAP_PT = 6.5, 8.0
+
+
+def _thinned(labels: list[str], width: float) -> list[str]:
+  """``labels`` with all but every ``k``-th blank, for a panel ``width``
+  inches wide: at most :data:`MAX_TICK_LABELS`, and no more than fit side
+  by side."""
+  size = max((len(t) for t in labels), default=1) * _CHAR_PT + _GAP_PT
+  fit = max(1, min(MAX_TICK_LABELS, int(width * 72 // size)))
+  k = -(-len(labels) // fit)
+  return [t if i % k == 0 else "" for i, t in enumerate(labels)]
+
+
 def strip(values, categories, path=None, *, xlabel: str = "seed",
           ylabel: str = "final loss", min_span: float = 0.01,
           title: str | None = None) -> Figure | Path:
   """Values at categorical points (seeds), a panel per group, as dots.
 
   Each panel shows one group's values at its categories (integer ticks, no
-  connecting lines) and its median dashed; its title gives the spread
+  connecting lines) and its median dashed; past :data:`MAX_TICK_LABELS`
+  categories, or more than the panel's width holds, only every ``k``-th
+  tick is labelled (every tick is kept), so the labels never run together;
+  its title gives the spread
   ``max - min``, absolute and relative to the median.  The y-range covers at
   least ``min_span`` times the median around it, so values equal to
   rounding sit on one line instead of their differences filling the panel.
@@ -160,6 +180,7 @@ def strip(values, categories, path=None, *, xlabel: str = "seed",
                        f"{name!r}, one per category; got {v.size}.")
   n = max(len(groups), 1)
   fig = InlineFigure(figsize=(min(4.2 * n, 13), 4.2), layout="constrained")
+  width = min(4.2 * n, 13) / n - 0.9  # a panel's inches, less its y axis
   axes = [fig.add_subplot(1, n, i + 1) for i in range(n)]
   pos = np.arange(len(categories))
   for i, (ax, (name, v)) in enumerate(zip(axes, groups.items())):
@@ -184,7 +205,7 @@ def strip(values, categories, path=None, *, xlabel: str = "seed",
     else:
       mark_no_data(ax, ylabel)
       ax.set_title(name, fontsize="medium")
-    ax.set_xticks(pos, [str(c) for c in categories])
+    ax.set_xticks(pos, _thinned([str(c) for c in categories], width))
     ax.set_xlim(-0.6, len(categories) - 0.4)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
