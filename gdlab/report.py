@@ -23,6 +23,7 @@ final quantities; :func:`text_table` lays it out for a terminal.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import os
@@ -32,6 +33,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gdlab import build
+from gdlab import config as config_lib
 from gdlab import data
 from gdlab import folders
 from gdlab import plots
@@ -209,11 +212,67 @@ def _image(path, report_dir: Path, alt: str) -> str:
   return f"![{alt}]({_relative(path, report_dir)})"
 
 
-def _figures(figs, report_dir: Path) -> list[str]:
+class _Figure(NamedTuple):
+  """A figure of a report, under its caption, with a note above it; or, with
+  no path, a one-line note that stands where a figure was left out."""
+  caption: str
+  path: Path | None
+  note: str = ""
+
+
+def _figures(figs: Sequence[_Figure], report_dir: Path) -> list[str]:
   out = []
-  for caption, path in figs:
-    out += [f"### {caption}", "", _image(path, report_dir, caption), ""]
+  for fig in figs:
+    if fig.path is None:
+      out += [fig.note, ""]
+      continue
+    out += [f"### {fig.caption}", ""]
+    out += [fig.note, ""] if fig.note else []
+    out += [_image(fig.path, report_dir, fig.caption), ""]
   return out
+
+
+def _drop(path: Path) -> None:
+  """Removes a figure an earlier report wrote that this one leaves out."""
+  path.unlink(missing_ok=True)
+
+
+def constant_step_size(record: results.RunRecord) -> float | None:
+  """The step size of a run whose logged step sizes are all one value.
+
+  Returns:
+    That value, where the run logged finite step sizes and they are equal
+    (to a relative 1e-6); None where they vary (a line search, a schedule)
+    or the run logged none.
+  """
+  eta = np.asarray(record.steps.get("step_size", ()), float).ravel()
+  eta = eta[np.isfinite(eta)]
+  if not eta.size or not np.allclose(eta, eta[0], rtol=1e-6, atol=0.0):
+    return None
+  return float(eta[0])
+
+
+def _constant_steps(runs: Mapping[str, results.RunRecord]) -> str | None:
+  """The note that replaces the step-size figure, or None to draw it.
+
+  None unless every run that logged step sizes kept one constant value.
+  """
+  drawn = {n: r for n, r in runs.items() if _has([r], "step_size")}
+  etas = {n: constant_step_size(r) for n, r in drawn.items()}
+  if not etas or any(eta is None for eta in etas.values()):
+    return None
+  if len(etas) == 1:
+    return (f"**Step size:** constant, {format_value(*etas.values())} "
+            f"(no figure).")
+  by_value: dict[str, list[str]] = {}
+  for name, eta in etas.items():
+    by_value.setdefault(format_value(eta), []).append(name)
+  if len(by_value) == 1:
+    return (f"**Step sizes:** constant, {next(iter(by_value))} in every run "
+            f"(no figure).")
+  return ("**Step sizes:** constant in every run (no figure): " + "; ".join(
+      f"{eta} ({', '.join(names)})" for eta, names in by_value.items())
+      + ".")
 
 
 def _function(config: Mapping[str, Any], function):
@@ -245,9 +304,12 @@ def run_report(run_dir: str | os.PathLike, *, function=None) -> Path:
 
   Figures (in ``plots/``): ``loss.png`` (loss per step), and where the run
   has them ``loss_epochs.png`` (training and test loss per epoch),
-  ``accuracy.png``, ``step_size.png``, ``tracked.png`` (the quantities of
-  ``train.track``: sharpness against ``2/eta``, Hessian trace, noise scale)
-  and, for a run with a trajectory on a 2-D test function, ``surface.png``.
+  ``accuracy.png``, ``step_size.png`` (a step size that stays one value,
+  :func:`constant_step_size`, is stated in a line instead),
+  ``tracked.png`` (the quantities of ``train.track``: sharpness against
+  ``2/eta``, Hessian trace, noise scale) and, for a run with a trajectory on
+  a 2-D test function, ``surface.png``.  A figure left out is removed from
+  ``plots/`` where an earlier report wrote it.
 
   Args:
     run_dir: the run folder.
@@ -274,7 +336,11 @@ def run_report(run_dir: str | os.PathLike, *, function=None) -> Path:
     figs.append(("Accuracy per epoch", plots.loss_curves(
         runs, out / "accuracy.png", x="epoch", y=accuracies, log_y=False,
         ylabel="accuracy", title=f"{rec.name}: accuracy per epoch")))
-  if _has([rec], "step_size"):
+  constant = _constant_steps(runs)
+  if constant:
+    _drop(out / "step_size.png")
+    figs.append(_Figure("Step size", None, constant))
+  elif _has([rec], "step_size"):
     figs.append(("Step size", plots.step_sizes(
         runs, out / "step_size.png", title=f"{rec.name}: step size")))
   if plots.has_tracked(rec):
@@ -290,7 +356,7 @@ def run_report(run_dir: str | os.PathLike, *, function=None) -> Path:
            markdown_table([{"quantity": label, "value": final[key]}
                          for key, label in SUMMARY_ROWS],
                         ["quantity", "value"]), "", "## Figures", ""]
-  lines += _figures(figs, rec.path)
+  lines += _figures([_Figure(*f) for f in figs], rec.path)
   versions = {k: _lookup(rec.summary, k) for k in VERSION_KEYS}
   if any(v is not None for v in versions.values()):
     lines += ["## Environment", "", markdown_table(
@@ -363,7 +429,27 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   ``loss_time.png`` (training loss against wall time, unless every run
   shares a vmapped program's), ``test_accuracy.png``
   where a run has a test accuracy, ``step_sizes.png``, and ``tracked.png``
-  where runs tracked curvature or noise (``train.track``).
+  where runs tracked curvature or noise (``train.track``).  Where a figure
+  would mislead, a one-line note stands in its place (and an earlier
+  report's file of that name is removed):
+
+  * runs on different problems (``data`` keys but :data:`DRAW_KEYS`
+    differ, e.g. several test functions): no loss figure (steps, epochs,
+    gradient evaluations, wall time); the analyses draw them per problem;
+  * runs whose losses are on different scales (a ``sum`` reduction adds
+    the losses of the records: per step, of a batch of 1, ``b`` or
+    ``n_train`` records; per epoch, of the training or test set): the
+    losses are drawn per record, divided by those counts (``n_train`` and
+    ``n_test`` from :func:`data_sizes`), and where a count is unknown the
+    figure is left out;
+  * runs whose gradient evaluations are on batches of different sizes:
+    the loss is drawn against record-gradients (each evaluation counts
+    the records of its batch), so that full-batch and stochastic runs
+    compare per unit of work;
+  * every run took under :data:`MIN_WALL_TIME` seconds in all: no figure
+    against wall time (it times the dispatch, not the method);
+  * every run that logged step sizes kept one value
+    (:func:`constant_step_size`): the values instead of ``step_sizes.png``.
 
   Args:
     run_dirs: run folders (or records already loaded).
@@ -391,40 +477,9 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   out_dir = Path(out_dir)
   out = out_dir / results.PLOTS
   runs = dict(zip(_labels(records), records))
-  figs = [("Loss against steps", plots.loss_curves(
-      runs, out / "loss_steps.png", x="step", y="loss"))]
-  if _has(records, "train_loss"):
-    y = ("train_loss", "test_loss") if _has(records, "test_loss") \
-        else "train_loss"
-    figs.append(("Loss against epochs", plots.loss_curves(
-        runs, out / "loss_epochs.png", x="epoch", y=y, ylabel="loss")))
-  # Against gradient evaluations, the loss on the whole training set (logged
-  # per epoch) compares runs fairly; a stochastic run's per-step loss is the
-  # loss of its batch alone.
-  per_epoch = _has(records, "train_loss")
-  figs.append((
-      "Training loss against gradient evaluations" if per_epoch else
-      "Loss against gradient evaluations",
-      plots.loss_curves(runs, out / "loss_grad_evals.png", x="grad_evals",
-                        y="train_loss" if per_epoch else "loss")))
-  # Vmapped runs share their program's wall time: no figure against it.
-  if _has(records, "time") and _has(records, "train_loss") and not all(
-      plots.shares_program(r) for r in records):
-    figs.append(("Training loss against wall time", plots.loss_curves(
-        runs, out / "loss_time.png", x="time", y="train_loss")))
-  if _has(records, "test_accuracy"):
-    figs.append(("Test accuracy against epochs", plots.loss_curves(
-        runs, out / "test_accuracy.png", x="epoch", y="test_accuracy",
-        log_y=False)))
-  if _has(records, "step_size"):
-    figs.append(("Step sizes", plots.step_sizes(runs, out / "step_sizes.png")))
-  tracked = {n: r for n, r in runs.items() if plots.has_tracked(r)}
-  if tracked:
-    figs.append(("Tracked during training: curvature and noise", plots.tracked(
-        tracked, out / "tracked.png",
-        title="tracked during training (2/eta dashed on the sharpness)")))
-
   configs = [results.flatten(r.config) for r in records]
+  figs = _comparison_figures(runs, configs, out)
+
   differ = _differing(configs)
   rows = [{**final_quantities(r), "name": n, **{k: c.get(k) for k in differ}}
           for (n, r), c in zip(runs.items(), configs)]
@@ -463,6 +518,299 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   folders.atomic_write(out_dir / REPORT_HTML,
                        report_html.html_page(title, "\n".join(lines), out_dir))
   return report
+
+
+# Wall times below this (seconds, a whole run) time the dispatch of a
+# compiled program rather than the method: no figure against wall time.
+MIN_WALL_TIME = 0.1
+# The data keys that draw or size a problem's data set rather than choose
+# the problem: runs that differ only in them are on one problem.
+DRAW_KEYS = ("data.seed", "data.n", "data.noise", "data.test_fraction")
+
+
+def _problems(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+  """The ``data`` keys (but :data:`DRAW_KEYS`) whose values differ: the
+  runs are on different problems (data sets, test functions) where any."""
+  return [k for k in _differing(configs)
+          if k.startswith("data.") and k not in DRAW_KEYS]
+
+
+_DATA_SIZES: dict[str, tuple[int, int] | None] = {}
+
+
+def data_sizes(record: results.RunRecord) -> tuple[int, int] | None:
+  """``(n_train, n_test)`` of the data set a run trained on, where known.
+
+  The data set is rebuilt from the run's config (its full form, then its
+  smoke form) and taken only where its fingerprint is the one the run
+  folder's ``gdlab.json`` records (``data_sha256``).
+
+  Returns:
+    The record counts; None for a folder without a fingerprint, a config
+    that no longer loads, or data that no longer match it.
+  """
+  try:
+    marker = folders.read_marker(record.path) or {}
+  except (OSError, ValueError):
+    return None
+  digest = marker.get("data_sha256") if isinstance(marker, Mapping) else None
+  if not isinstance(digest, str):
+    return None
+  if digest not in _DATA_SIZES:
+    _DATA_SIZES[digest] = None
+    try:
+      cfg = config_lib.from_dict(config_lib.RunConfig, record.config)
+      for smoke in (False, True):
+        arrays, ds = build.dataset(cfg, smoke)
+        if folders.data_sha256(arrays) == digest:
+          _DATA_SIZES[digest] = (int(ds.x_train.shape[0]),
+                                 int(ds.x_test.shape[0]))
+          break
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+      pass
+  return _DATA_SIZES[digest]
+
+
+class _Counts(NamedTuple):
+  """A run's record counts, each an int or ``(field, data id)``, a field of
+  :func:`data_sizes` (0 ``n_train``, 1 ``n_test``) of the run's data set.
+
+  ``grad``: records per gradient evaluation; ``step``, ``train``, ``test``:
+  what the logged per-step, training-set and test-set losses are divided
+  by to give a loss per record (1 where they already are one: a ``mean``
+  reduction, a test function).
+  """
+  grad: Any
+  step: Any
+  train: Any
+  test: Any
+
+
+def _counts(record: results.RunRecord, flat: Mapping[str, Any]) -> _Counts:
+  if flat.get("model.kind") == "function":  # a point, not records
+    return _Counts(1, 1, 1, 1)
+  try:
+    digest = (folders.read_marker(record.path) or {}).get("data_sha256")
+  except (OSError, ValueError, AttributeError):
+    digest = None
+  data_id = (digest, tuple(sorted((k, repr(v)) for k, v in flat.items()
+                                  if k.startswith("data."))))
+  kind = flat.get("train.regime.kind", "full_batch")
+  grad = {"sgd": 1, "minibatch": flat.get("train.regime.batch_size")}.get(
+      kind, (0, data_id))
+  if flat.get("loss.reduction", "mean") != "sum":
+    return _Counts(grad, 1, 1, 1)
+  return _Counts(grad, grad, (0, data_id), (1, data_id))
+
+
+def _divisors(records: Sequence[results.RunRecord],
+              counts: Sequence[_Counts], field: str):
+  """The ``field`` counts of the runs, resolved, where they differ.
+
+  Returns:
+    None where every run has the same count (nothing to divide by); a
+    list of ints, one per run; or the names of the runs whose count is
+    unknown (their data set does not rebuild), as a string.
+  """
+  keys = [getattr(c, field) for c in counts]
+  if all(k == keys[0] for k in keys):
+    return None
+  values, unknown = [], []
+  for rec, key in zip(records, keys):
+    if isinstance(key, tuple):
+      sizes = data_sizes(rec)
+      key = sizes[key[0]] if sizes else None
+    if not isinstance(key, numbers.Integral) or key < 1:
+      unknown.append(rec.name)
+    values.append(key)
+  return ", ".join(unknown) if unknown else [int(v) for v in values]
+
+
+def _divided(record: results.RunRecord, *, step: int = 1, train: int = 1,
+             test: int = 1, grad: int = 1) -> results.RunRecord:
+  """A copy of a run with its losses per record and its gradient
+  evaluations in record-gradients (the divisors and factor given)."""
+  def scaled(d, key, by):
+    if key in d and by != 1:
+      d[key] = np.asarray(d[key], float) * by
+  steps, epochs = dict(record.steps), dict(record.epochs)
+  scaled(steps, "loss", 1 / step)
+  scaled(epochs, "train_loss", 1 / train)
+  scaled(epochs, "test_loss", 1 / test)
+  scaled(steps, "grad_evals", grad)
+  scaled(epochs, "grad_evals", grad)
+  return dataclasses.replace(record, steps=steps, epochs=epochs)
+
+
+def _by_run(runs: Mapping[str, Any], values: Sequence[int]) -> str:
+  """``"a, b: 160; c: 1"``: the runs grouped by value."""
+  groups: dict[int, list[str]] = {}
+  for name, v in zip(runs, values):
+    groups.setdefault(v, []).append(name)
+  return "; ".join(f"{', '.join(names)}: {v}" for v, names in groups.items())
+
+
+def _wall_time(record: results.RunRecord) -> float | None:
+  t = final_quantities(record)["run_time"]
+  if _missing(t) and "time" in record.epochs and len(record.epochs["time"]):
+    t = record.epochs["time"][-1]
+  return None if _missing(t) else float(t)
+
+
+def _comparison_figures(runs: Mapping[str, results.RunRecord],
+                        configs: Sequence[Mapping[str, Any]],
+                        out: Path) -> list[_Figure]:
+  """The standard figures of :func:`compare`, with the notes that stand in
+  for those left out (see its docstring)."""
+  records = list(runs.values())
+  figs: list[_Figure] = []
+  problems = _problems(configs)
+  losses = ("loss_steps.png", "loss_epochs.png", "loss_grad_evals.png",
+            "loss_time.png")
+  if problems:
+    for name in losses:
+      _drop(out / name)
+    figs.append(_Figure("Loss", None, (
+        "**Loss figures:** none, runs on different problems; see the "
+        f"analysis figures (the runs differ in "
+        f"{', '.join(f'`{k}`' for k in problems)}: their losses are not on "
+        f"one scale).")))
+  else:
+    figs += _loss_figures(runs, configs, out)
+  if _has(records, "test_accuracy"):
+    figs.append(_Figure("Test accuracy against epochs", plots.loss_curves(
+        runs, out / "test_accuracy.png", x="epoch", y="test_accuracy",
+        log_y=False)))
+  constant = _constant_steps(runs)
+  if constant:
+    _drop(out / "step_sizes.png")
+    figs.append(_Figure("Step sizes", None, constant))
+  elif _has(records, "step_size"):
+    figs.append(_Figure("Step sizes", plots.step_sizes(
+        runs, out / "step_sizes.png")))
+  tracked = {n: r for n, r in runs.items() if plots.has_tracked(r)}
+  if tracked:
+    figs.append(_Figure(
+        "Tracked during training: curvature and noise", plots.tracked(
+            tracked, out / "tracked.png",
+            title="tracked during training (2/eta dashed on the sharpness)")))
+  return figs
+
+
+def _loss_figures(runs: Mapping[str, results.RunRecord],
+                  configs: Sequence[Mapping[str, Any]],
+                  out: Path) -> list[_Figure]:
+  """The loss against steps, epochs, work and wall time of runs on one
+  problem, per record where the runs' losses are not on one scale."""
+  records = list(runs.values())
+  counts = [_counts(r, c) for r, c in zip(records, configs)]
+  figs = []
+  # Per step: a sum over the step's records, or their mean.
+  per_step = _divisors(records, counts, "step")
+  by_step = dict(runs) if not isinstance(per_step, list) else {
+      n: _divided(r, step=d) for (n, r), d in zip(runs.items(), per_step)}
+  if isinstance(per_step, str):
+    _drop(out / "loss_steps.png")
+    figs.append(_Figure("Loss against steps", None, (
+        f"**Loss against steps:** no figure: the runs' per-step losses are "
+        f"on different scales (a `sum` reduction adds up the losses of the "
+        f"step's records), and the training set of {per_step} is unknown "
+        f"(its data set does not rebuild), so they cannot be put per "
+        f"record.")))
+  elif per_step:
+    figs.append(_Figure("Loss per record against steps", plots.loss_curves(
+        by_step, out / "loss_steps.png", x="step", y="loss",
+        ylabel="loss per record", title="loss per record against step"), (
+            "The runs' per-step losses are on different scales (a `sum` "
+            "reduction adds up the losses of the step's records): each is "
+            "divided by the records in its step (" + _by_run(runs, per_step)
+            + ").")))
+  else:
+    figs.append(_Figure("Loss against steps", plots.loss_curves(
+        runs, out / "loss_steps.png", x="step", y="loss")))
+
+  # Per epoch: the loss over the whole training (test) set, summed or mean.
+  per_epoch = has_epochs = _has(records, "train_loss")
+  if has_epochs:
+    per_epoch = _divisors(records, counts, "train")
+    per_test = _divisors(records, counts, "test") or [1] * len(records)
+    if isinstance(per_test, str):
+      per_epoch = per_test
+  by_epoch = dict(runs) if not isinstance(per_epoch, list) else {
+      n: _divided(r, train=a, test=b) for (n, r), a, b in zip(
+          runs.items(), per_epoch, per_test)}
+  if isinstance(per_epoch, str):
+    for name in ("loss_epochs.png", "loss_grad_evals.png", "loss_time.png"):
+      _drop(out / name)
+    figs.append(_Figure("Loss against epochs", None, (
+        f"**Loss against epochs, work and wall time:** no figures: the "
+        f"runs' loss reductions differ (`sum`, `mean`), and the training "
+        f"set of {per_epoch} is unknown (its data set does not rebuild), so "
+        f"their losses cannot be put per record.")))
+    return figs
+  if has_epochs:
+    y = ("train_loss", "test_loss") if _has(records, "test_loss") \
+        else "train_loss"
+    figs.append(_Figure("Loss against epochs", plots.loss_curves(
+        by_epoch, out / "loss_epochs.png", x="epoch", y=y,
+        ylabel="loss per record" if per_epoch else "loss"),
+        "" if not per_epoch else (
+            "Losses per record: the runs' loss reductions differ, so a `sum` "
+            "run's training and test losses are divided by its training and "
+            "test records (training: " + _by_run(runs, per_epoch) + ").")))
+  # Against gradient evaluations, the loss on the whole training set (logged
+  # per epoch) compares runs fairly; a stochastic run's per-step loss is the
+  # loss of its batch alone.
+  if has_epochs or not isinstance(per_step, str):
+    figs.append(_work_figure(
+        by_epoch if has_epochs else by_step,
+        _divisors(records, counts, "grad"), out,
+        y="train_loss" if has_epochs else "loss",
+        per_record=bool(per_epoch if has_epochs else per_step)))
+  times = [_wall_time(r) for r in records]
+  if all(t is not None and t < MIN_WALL_TIME for t in times):
+    _drop(out / "loss_time.png")
+    figs.append(_Figure("Training loss against wall time", None, (
+        f"**Wall time:** no figure: every run took under {MIN_WALL_TIME:g} s "
+        f"in all (at most {format_value(max(times), 3)} s), which times the "
+        f"dispatch of its compiled program rather than the method.")))
+  # Vmapped runs share their program's wall time: no figure against it.
+  elif _has(records, "time") and has_epochs and not all(
+      plots.shares_program(r) for r in records):
+    figs.append(_Figure("Training loss against wall time", plots.loss_curves(
+        by_epoch, out / "loss_time.png", x="time", y="train_loss",
+        ylabel="training loss per record" if per_epoch else None)))
+  return figs
+
+
+def _work_figure(runs: Mapping[str, results.RunRecord], grad, out: Path, *,
+                 y: str, per_record: bool) -> _Figure:
+  """The loss ``y`` against gradient evaluations; in record-gradients where
+  the runs' batches differ (``grad``, see :func:`_divisors`)."""
+  what = "Training loss" if y == "train_loss" else "Loss"
+  ylabel = f"{what.lower()} per record" if per_record else None
+  path = out / "loss_grad_evals.png"
+  if isinstance(grad, str):
+    _drop(path)
+    return _Figure(f"{what} against gradient evaluations", None, (
+        f"**{what} against gradient evaluations:** no figure: the runs' "
+        f"gradient evaluations are on batches of different sizes, and the "
+        f"training set of {grad} is unknown (its data set does not "
+        f"rebuild), so they cannot be counted in record-gradients."))
+  if grad is None:
+    return _Figure(f"{what} against gradient evaluations", plots.loss_curves(
+        runs, path, x="grad_evals", y=y, ylabel=ylabel))
+  work = {n: _divided(r, grad=g) for (n, r), g in zip(runs.items(), grad)}
+  fig = plots.loss_curves(
+      work, x="grad_evals", y=y, ylabel=ylabel,
+      title=f"{what.lower()} against the work spent (record-gradients)")
+  fig.axes[0].set_xlabel(
+      "record-gradients (gradient evaluations x records in each)")
+  return _Figure(f"{what} against record-gradients", plots.save_png(
+      fig, path), (
+          "Work in record-gradients: a gradient evaluation on b records "
+          "counts b, so that full-batch and stochastic runs compare per unit "
+          "of work (records per evaluation: " + _by_run(runs, grad) + ")."))
 
 
 GRID_COLUMNS = (

@@ -1,10 +1,12 @@
 """The comparison report of an experiment: its header, table and HTML page."""
 
+import copy
 import dataclasses
 import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 import yaml
@@ -216,3 +218,183 @@ def test_sweep_axis_labels():
 def test_report_folder_needs_a_finished_sweep(experiment, tmp_path):
   with pytest.raises(ValueError, match="folder: expected a finished sweep"):
     sweep.report_folder(experiment, tmp_path)
+
+
+# The figures a report leaves out or redraws: the runs are the tiny
+# experiment's, altered in memory (no training).
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+  """The runs and options of every ``plots.loss_curves`` call, by figure."""
+  calls = {}
+  loss_curves = plots.loss_curves
+
+  def keep(runs, path=None, **kwargs):
+    fig = loss_curves(runs, None, **kwargs)
+    calls[path.name if path else kwargs.get("title")] = (runs, kwargs, fig)
+    return fig if path is None else plots.save_png(fig, path)
+
+  monkeypatch.setattr(plots, "loss_curves", keep)
+  return calls
+
+
+def _tiny_runs(experiment):
+  return [results.load_run(d) for d in sorted((experiment / "runs").iterdir())]
+
+
+def _altered(record, name, *, config=None, summary=None, steps=None,
+             epochs=None, path=None):
+  """A copy of a run record with config values (dotted keys) replaced."""
+  cfg = copy.deepcopy(record.config)
+  for key, value in (config or {}).items():
+    *parents, last = key.split(".")
+    node = cfg
+    for k in parents:
+      node = node[k]
+    node[last] = value
+  return dataclasses.replace(
+      record, name=name, config=cfg, path=path or record.path,
+      summary={**record.summary, "name": name, **(summary or {})},
+      steps={**record.steps, **(steps or {})},
+      epochs={**record.epochs, **(epochs or {})})
+
+
+def _figure_files(out):
+  return sorted(p.name for p in (out / results.PLOTS).glob("*.png"))
+
+
+def test_constant_step_sizes_are_stated_not_drawn(experiment, tmp_path):
+  gd, momentum = _tiny_runs(experiment)
+  assert report.constant_step_size(gd) == pytest.approx(0.1)
+  md = report.compare([gd, momentum], tmp_path / "a").read_text()
+  assert "**Step sizes:** constant, 0.1 in every run (no figure)." in md
+  assert "step_sizes.png" not in _figure_files(tmp_path / "a")
+  slow = _altered(momentum, "slow", steps={
+      "step_size": momentum.steps["step_size"] / 2})
+  md = report.compare([gd, slow], tmp_path / "b").read_text()
+  assert ("**Step sizes:** constant in every run (no figure): 0.1 (gd); "
+          "0.05 (slow).") in md
+  # A schedule: the figure.
+  decayed = _altered(momentum, "decayed", steps={
+      "step_size": 0.1 * 0.5 ** np.arange(len(momentum.steps["step"]))})
+  assert report.constant_step_size(decayed) is None
+  md = report.compare([gd, decayed], tmp_path / "c").read_text()
+  assert "](plots/step_sizes.png)" in md and "**Step sizes:**" not in md
+  # A run's own report; an earlier report's figure goes.
+  run_dir = tmp_path / "gd"
+  shutil.copytree(gd.path, run_dir)
+  (run_dir / results.PLOTS).mkdir(exist_ok=True)
+  (run_dir / results.PLOTS / "step_size.png").write_bytes(b"stale")
+  md = report.run_report(run_dir).read_text()
+  assert "**Step size:** constant, 0.1 (no figure)." in md
+  assert "step_size.png" not in md + " ".join(_figure_files(run_dir))
+
+
+def test_no_wall_time_figure_for_runs_under_a_tenth_of_a_second(
+    experiment, tmp_path):
+  gd, momentum = _tiny_runs(experiment)
+  fast = [_altered(r, r.name, summary={"run_time": t})
+          for r, t in ((gd, 0.01), (momentum, 0.0995))]
+  md = report.compare(fast, tmp_path / "fast").read_text()
+  assert ("**Wall time:** no figure: every run took under 0.1 s in all (at "
+          "most 0.0995 s)") in md
+  assert "loss_time.png" not in _figure_files(tmp_path / "fast")
+  slow = [fast[0], _altered(momentum, "momentum", summary={"run_time": 0.2})]
+  md = report.compare(slow, tmp_path / "slow").read_text()
+  assert "](plots/loss_time.png)" in md and "**Wall time:**" not in md
+
+
+def test_data_sizes_find_the_smoke_data_set(experiment):
+  gd, _ = _tiny_runs(experiment)
+  # tiny.yaml asks for 64 records; its smoke form has 48, 20% for testing.
+  assert report.data_sizes(gd) == (38, 10)
+  assert gd.epochs["step"][0] == 38 // 8  # minibatches of 8, the rest dropped
+  assert report.data_sizes(dataclasses.replace(
+      gd, path=experiment / "no_such_run")) is None
+
+
+def test_losses_of_sum_and_mean_runs_are_drawn_per_record(experiment,
+                                                         tmp_path, drawn):
+  gd, _ = _tiny_runs(experiment)
+  # The same run as if it summed its losses: per step over its batch of 8,
+  # per epoch over the 38 training and 10 test records.
+  summed = _altered(gd, "summed", config={"loss.reduction": "sum"}, steps={
+      "loss": gd.steps["loss"] * 8}, epochs={
+          "train_loss": gd.epochs["train_loss"] * 38,
+          "test_loss": gd.epochs["test_loss"] * 10})
+  md = report.compare([gd, summed], tmp_path).read_text()
+  assert "### Loss per record against steps" in md
+  assert "divided by the records in its step (gd: 1; summed: 8)" in md
+  runs, kwargs, fig = drawn["loss_steps.png"]
+  assert kwargs["ylabel"] == "loss per record"
+  assert fig.axes[0].get_ylabel() == "loss per record"
+  np.testing.assert_allclose(runs["summed"].steps["loss"], gd.steps["loss"])
+  runs, kwargs, _ = drawn["loss_epochs.png"]
+  assert kwargs["ylabel"] == "loss per record"
+  for key in ("train_loss", "test_loss"):
+    np.testing.assert_allclose(runs["summed"].epochs[key], gd.epochs[key])
+  # One batch size: gradient evaluations as they are.
+  runs, _, fig = drawn["loss_grad_evals.png"]
+  assert fig.axes[0].get_xlabel() == "gradient evaluations"
+  np.testing.assert_allclose(runs["summed"].epochs["grad_evals"],
+                             gd.epochs["grad_evals"])
+
+
+def _full_batch_sum(gd, **kwargs):
+  """``gd`` as if it were full-batch GD summing over its 38 records."""
+  return _altered(gd, "full", config={
+      "loss.reduction": "sum", "train.regime.kind": "full_batch",
+      "train.regime.batch_size": None}, steps={
+          "loss": gd.steps["loss"] * 38}, **kwargs)
+
+
+def test_full_batch_and_minibatch_compare_per_record_gradient(
+    experiment, tmp_path, drawn):
+  gd, _ = _tiny_runs(experiment)
+  md = report.compare([gd, _full_batch_sum(gd)], tmp_path).read_text()
+  assert "divided by the records in its step (gd: 1; full: 38)" in md
+  assert "### Training loss against record-gradients" in md
+  assert "records per evaluation: gd: 8; full: 38" in md
+  runs, _, _ = drawn["loss_steps.png"]
+  np.testing.assert_allclose(runs["full"].steps["loss"], gd.steps["loss"])
+  runs, _, fig = drawn[
+      "training loss against the work spent (record-gradients)"]
+  assert fig.axes[0].get_xlabel().startswith("record-gradients")
+  grads = np.asarray(gd.epochs["grad_evals"], float)
+  np.testing.assert_allclose(runs["gd"].epochs["grad_evals"], grads * 8)
+  np.testing.assert_allclose(runs["full"].epochs["grad_evals"], grads * 38)
+  assert (tmp_path / "plots" / "loss_grad_evals.png").is_file()
+  # A training set of unknown size (a folder without the data's
+  # fingerprint): no figure that needs it.
+  unknown = _full_batch_sum(gd, path=tmp_path / "moved")
+  md = report.compare([gd, unknown], tmp_path / "b").read_text()
+  assert ("the training set of full is unknown (its data set does not "
+          "rebuild), so they cannot be put per record.") in md
+  assert "**Loss against epochs, work and wall time:** no figures" in md
+  assert _figure_files(tmp_path / "b") == []
+  # Mean losses, but work on batches of unknown size.
+  mean = _altered(gd, "full", config={"train.regime.kind": "full_batch",
+                                      "train.regime.batch_size": None},
+                  path=tmp_path / "moved")
+  md = report.compare([gd, mean], tmp_path / "c").read_text()
+  assert ("the training set of full is unknown (its data set does not "
+          "rebuild), so they cannot be counted in record-gradients.") in md
+  drawn_c = _figure_files(tmp_path / "c")
+  assert "loss_steps.png" in drawn_c and "loss_grad_evals.png" not in drawn_c
+
+
+def test_runs_on_different_problems_have_no_loss_figures(experiment,
+                                                         tmp_path):
+  gd, momentum = _tiny_runs(experiment)
+  other = _altered(momentum, "moons", config={"data.name": "moons"})
+  md = report.compare([gd, other], tmp_path / "a").read_text()
+  assert ("**Loss figures:** none, runs on different problems; see the "
+          "analysis figures (the runs differ in `data.name`") in md
+  assert not {"loss_steps.png", "loss_epochs.png", "loss_grad_evals.png",
+              "loss_time.png"} & set(_figure_files(tmp_path / "a"))
+  assert "| moons |" in md and "| gd |" in md  # the table stays
+  # Another draw of one problem: the loss figures stay.
+  redrawn = _altered(momentum, "redrawn", config={"data.seed": 1})
+  md = report.compare([gd, redrawn], tmp_path / "b").read_text()
+  assert "](plots/loss_steps.png)" in md and "different problems" not in md
