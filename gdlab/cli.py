@@ -357,14 +357,24 @@ def _cmd_report(args) -> int:
   """
   dirs = report.run_folders(args.run_dirs)
   out = Path(args.out) if args.out else (
-      Path(args.run_dirs[0]) if len(args.run_dirs) == 1 else
-      _default_out("report", "compare"))
+      _own_report_kept(Path(args.run_dirs[0])) if len(args.run_dirs) == 1
+      else _default_out("report", "compare"))
   if len(args.run_dirs) == 1 and report.read_sweep(args.run_dirs[0]):
     path = sweep.report_folder(args.run_dirs[0], out)
   else:
     path = report.compare(dirs, out)
   print(f"report: {path}")
   return 0
+
+
+def _own_report_kept(folder: Path) -> Path:
+  """Where a report of one folder goes by default: the folder itself, but
+  ``<folder>/compare`` for an experiment's, whose own report (with its
+  analysis) stays as it is."""
+  marker = folders.read_marker(folder)
+  if marker is not None and marker.get("kind") == "experiment":
+    return folder / "compare"
+  return folder
 
 
 def _csv_cell(v) -> str:
@@ -507,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
       "seeds, how many diverged. A finished sweep folder alone gets its "
       "sweep's own report, sensitivity figures included.")
   p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-  p.add_argument("--out", help="where to write report.md and plots/")
+  p.add_argument("--out", help="where to write report.md and plots/ "
+                 "(default: the one folder given, <folder>/compare for an "
+                 "experiment's, or a new folder under runs/)")
   p.set_defaults(fn=_cmd_report)
 
   p = sub.add_parser(

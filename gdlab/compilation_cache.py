@@ -33,7 +33,12 @@ def folder() -> Path | None:
     return None
   if setting:
     return Path(setting).expanduser()
-  base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+  base = os.environ.get("XDG_CACHE_HOME")
+  if not base:
+    try:
+      base = Path.home() / ".cache"
+    except RuntimeError:  # no home folder to be found: no cache
+      return None
   return Path(base) / "gdlab" / "jax"
 
 

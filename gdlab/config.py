@@ -314,7 +314,7 @@ class TrainConfig:
   draw per-epoch curves.  ``step_metrics``: ``all`` logs each step's
   gradient and update norms, ``loss`` skips them for speed (see
   ``gdlab.loop.make_plan``).  ``record_params``: log every step's
-  parameters (flattened) into the run folder's ``trajectory.json``, as
+  parameters (flattened) into the run folder's ``trajectory.npz``, as
   runs on a 2-D test function always do; meant for small models (a row of
   all the parameters a step; sweeps do not log them).
 

@@ -124,6 +124,34 @@ class Flatness(NamedTuple):
   points: int
 
 
+def stack_rows(rows, template):
+  """Flat iterates as a stacked tree: the parameters a run logged.
+
+  ``gdlab.fit(record_params=True)`` logs every step's parameters flattened
+  (``History.steps["params"]``, shape ``(T, P)``, in ``ravel_pytree``'s
+  order); this gives them back as one tree of ``template``'s structure and
+  dtypes whose leaves have a leading axis of ``T``, the trajectory that
+  :func:`pca_directions` and :func:`project` take.
+
+  Raises:
+    ValueError: when ``rows`` is not two-dimensional with one column per
+      parameter of ``template``.
+  """
+  rows = np.asarray(rows)
+  leaves, treedef = jax.tree_util.tree_flatten(template)
+  size = sum(int(np.size(leaf)) for leaf in leaves)
+  if rows.ndim != 2 or rows.shape[1] != size:
+    raise ValueError(f"rows: expected shape (T, {size}), one column per "
+                     f"parameter of the template; got {rows.shape}.")
+  out, start = [], 0
+  for leaf in leaves:
+    n = int(np.size(leaf))
+    out.append(np.asarray(rows[:, start:start + n], np.asarray(leaf).dtype)
+               .reshape((len(rows),) + np.shape(leaf)))
+    start += n
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
 def _check_same_tree(name: str, tree, params) -> None:
   want = jax.tree_util.tree_structure(params)
   got = jax.tree_util.tree_structure(tree)

@@ -452,7 +452,9 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
     (:func:`constant_step_size`): the values instead of ``step_sizes.png``.
 
   Args:
-    run_dirs: run folders (or records already loaded).
+    run_dirs: a sequence of run folders, folders holding ``runs/`` (an
+      experiment's or a sweep's: their runs, as :func:`run_folders`), or
+      records already loaded.
     out_dir: where to write ``report.md`` and ``plots/``.
     title: the report's title (default: the name in ``out_dir``'s
       ``gdlab.json`` when it is an experiment or sweep folder, else
@@ -470,8 +472,10 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   Returns:
     The path of ``report.md``.
   """
-  records = [r if isinstance(r, results.RunRecord) else results.load_run(r)
-             for r in run_dirs]
+  _check_paths("run_dirs", run_dirs)
+  records = [r for r in run_dirs if isinstance(r, results.RunRecord)]
+  paths = [r for r in run_dirs if not isinstance(r, results.RunRecord)]
+  records += [results.load_run(d) for d in run_folders(paths)] if paths else []
   if not records:
     raise ValueError("run_dirs: expected at least one run folder; got none.")
   out_dir = Path(out_dir)
@@ -566,7 +570,8 @@ def data_sizes(record: results.RunRecord) -> tuple[int, int] | None:
           _DATA_SIZES[digest] = (int(ds.x_train.shape[0]),
                                  int(ds.x_test.shape[0]))
           break
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError,
+            ImportError):  # e.g. a data set whose optional package is gone
       pass
   return _DATA_SIZES[digest]
 
@@ -693,7 +698,7 @@ def _comparison_figures(runs: Mapping[str, results.RunRecord],
     figs.append(_Figure(
         "Tracked during training: curvature and noise", plots.tracked(
             tracked, out / "tracked.png",
-            title="tracked during training (2/eta dashed on the sharpness)")))
+            title="tracked during training")))
   return figs
 
 
@@ -975,6 +980,7 @@ def run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
   Raises:
     ValueError: if a path is not a run folder, or no run is found.
   """
+  _check_paths("paths", paths)
   dirs = []
   for p in map(Path, paths):
     if (p / RUNS).is_dir():
@@ -983,10 +989,19 @@ def run_folders(paths: Sequence[str | os.PathLike]) -> list[Path]:
       results.load_run(p)  # Raises, naming the path, if it is not a run.
       dirs.append(p)
   if not dirs:
-    raise ValueError(f"run_dirs: expected run folders or folders holding "
+    raise ValueError(f"paths: expected run folders or folders holding "
                      f"{RUNS}/; found no run in "
                      f"{[str(p) for p in paths]}.")
   return dirs
+
+
+def _check_paths(name: str, paths) -> None:
+  """Refuses one path where a sequence of them is expected (a string would
+  otherwise be read one character at a time)."""
+  if isinstance(paths, (str, bytes, os.PathLike)):
+    raise TypeError(f"{name}: expected a sequence of folders; got one "
+                    f"{type(paths).__name__}, {str(paths)!r}: pass "
+                    f"[{str(paths)!r}].")
 
 
 def _differing(configs: Sequence[Mapping[str, Any]]) -> list[str]:

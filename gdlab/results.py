@@ -10,7 +10,11 @@ A run folder holds::
     summary.json       final metrics, stop reason, compile and run time,
                        steps/s, versions (gdlab, jax, jaxlib, python, device,
                        git commit)
-    trajectory.json    (two-parameter problems) the iterates, one [x, y] a step
+    trajectory.npz     (runs with ``train.record_params``, which the
+                       two-parameter problems set) the parameters of every
+                       step, flattened, then the final ones: one array
+                       ``params`` of shape (steps + 1, P); folders of
+                       earlier versions hold trajectory.json, read as well
     checkpoint.msgpack the run's carry (parameters, optimizer state, key,
                        counters), flax serialization, with the number of
                        step and epoch rows it covers and a SHA-256 checksum
@@ -52,6 +56,7 @@ import math
 import os
 import platform
 import subprocess
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,7 +76,9 @@ from gdlab import parallel
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
-TRAJECTORY = "trajectory.json"
+TRAJECTORY = "trajectory.npz"
+# The trajectory as earlier versions wrote it, JSON rows: still read.
+TRAJECTORY_JSON = "trajectory.json"
 CHECKPOINT = "checkpoint.msgpack"
 PLOTS = "plots"
 # An experiment folder's seed sweeps: SEEDS/<variant>/ (see gdlab.run).
@@ -188,9 +195,7 @@ def load_run(run_dir: str | os.PathLike) -> RunRecord:
           f"{run_dir / SUMMARY}: expected a JSON object; got "
           f"{type(summary).__name__}: the file is damaged.")
   steps, epochs = metrics_log.read_metrics(run_dir)
-  trajectory = None
-  if (run_dir / TRAJECTORY).exists():
-    trajectory = _trajectory(run_dir)
+  trajectory = _trajectory(run_dir)
   name = summary.get("name") or run_dir.name
   return RunRecord(run_dir, name, config, summary, steps, epochs, trajectory)
 
@@ -216,14 +221,29 @@ def _read_config(run_dir: Path) -> dict:
   return data or {}
 
 
-def _trajectory(run_dir: Path) -> np.ndarray:
+def _trajectory(run_dir: Path) -> np.ndarray | None:
+  """The run's logged parameters, ``(steps + 1, P)``, or None if it has
+  none; from ``trajectory.npz``, or an earlier version's JSON."""
+  path = run_dir / TRAJECTORY
+  if not path.exists():
+    path = run_dir / TRAJECTORY_JSON
+    if not path.exists():
+      return None
   try:
-    return np.asarray(folders.read_json(run_dir / TRAJECTORY), dtype=float)
-  except (TypeError, ValueError) as e:
+    if path.suffix == ".npz":
+      with np.load(path, allow_pickle=False) as f:
+        rows = np.asarray(f["params"], dtype=float)
+    else:
+      rows = np.asarray(folders.read_json(path), dtype=float)
+    if rows.ndim != 2:
+      raise ValueError(f"{rows.ndim} dimensions")
+    return rows
+  except (TypeError, ValueError, KeyError, OSError, EOFError,
+          zipfile.BadZipFile) as e:
     if isinstance(e, folders.FolderError):
       raise
     raise folders.FolderError(
-        f"{run_dir / TRAJECTORY}: expected rows of numbers; got "
+        f"{path}: expected rows of numbers; got "
         f"{type(e).__name__}: the file is damaged.") from None
 
 
@@ -244,14 +264,14 @@ def load_history(run_dir: str | os.PathLike,
     history.steps = steps
   if epochs:
     history.epochs = epochs
-  if (run_dir / TRAJECTORY).exists():
-    trajectory = _trajectory(run_dir)
+  trajectory = _trajectory(run_dir)
+  if trajectory is not None:
     n = history.num_steps
     # The parameters of every step; the row after them is the final
     # parameters, which write_run appends.
     if len(trajectory) <= n and n:
       raise folders.FolderError(
-          f"{run_dir / TRAJECTORY}: expected more than the {n} rows of the "
+          f"{run_dir}: expected a trajectory of more than the {n} rows of the "
           f"steps {CHECKPOINT} covers; got {len(trajectory)}: the file was "
           f"cut. Start the run again in a new folder.")
     history.steps["params"] = trajectory[:n]
@@ -394,7 +414,8 @@ def write_run(run_dir: str | os.PathLike, cfg: config_lib.RunConfig,
       final = np.concatenate([np.ravel(np.asarray(p)) for p in
                               jax.tree_util.tree_leaves(carry.params)])
       traj = np.vstack([traj, final[None]])
-    write_json(run_dir / TRAJECTORY, traj.tolist())
+    folders.atomic_write(run_dir / TRAJECTORY,
+                         metrics_log.npz_bytes({"params": traj}))
   write_json(run_dir / SUMMARY, run_summary(cfg, history, extra))
   if carry is not None:
     write_checkpoint(run_dir, carry, {

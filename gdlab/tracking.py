@@ -100,7 +100,10 @@ class Track:
 
   Attributes:
     metrics: names of :data:`METRICS`, logged as epoch columns.
-    every: track every this many epochs (and where the run stops).
+    every: track every this many epochs (and where the run stops).  The
+      run's chunk length is cut to a divisor of ``every``
+      (:func:`chunk_epochs`): a multiple of the chunk keeps the untracked
+      run's chunks, a prime ``every`` above it gives one-epoch chunks.
     subset: evaluate on a fixed subset of this many training records;
       ``None`` (or at least the training set's size) for all of them.
     num_iters: Lanczos steps of ``sharpness``.

@@ -5,14 +5,18 @@ library itself jit-compiles.
 """
 
 import gzip
+import os
 import struct
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sklearn import datasets as sklearn_datasets
 
 from gdlab import data
+from gdlab.data import cache as data_cache
+from gdlab.data import real
 from helpers import jit_once
 
 pytestmark = pytest.mark.strict_promotion
@@ -494,33 +498,54 @@ def test_bad_remainder_raises():
     data.epoch_batches(jax.random.key(0), 10, 3, "keep")
 
 
-def test_sklearn_sets_are_cached_and_read_back_without_sklearn(tmp_path,
-                                                                monkeypatch):
-  from sklearn import datasets as sk
-  from gdlab.data import cache, real
-  monkeypatch.setenv(cache.ENV, str(tmp_path))
+def test_sklearn_sets_are_cached_and_read_from_the_cache(tmp_path,
+                                                          monkeypatch):
+  monkeypatch.setenv(data_cache.ENV, str(tmp_path))
   real._raw.cache_clear()
   x, y = real._raw("load_iris")
-  raw = sk.load_iris()
+  raw = sklearn_datasets.load_iris()
   np.testing.assert_array_equal(x, raw.data)
   np.testing.assert_array_equal(y, raw.target)
   (file,) = tmp_path.glob("sklearn-load_iris-*.npz")
+  assert file.stat().st_mode & 0o777 == 0o666 & ~_umask()
   # Read back from the file, not from scikit-learn: a file with other values
   # but the right key is what a later process gets.
   with np.load(file) as f:
     key = str(f["key"])
-  cache.write(file, key, {"x": x + 1.0, "y": y})
+  data_cache.write(file, key, {"x": x + 1.0, "y": y})
   real._raw.cache_clear()
   np.testing.assert_array_equal(real._raw("load_iris")[0], raw.data + 1.0)
+  # With the cache off, the (altered) file is not read.
+  monkeypatch.setenv(data_cache.ENV, "off")
+  real._raw.cache_clear()
+  np.testing.assert_array_equal(real._raw("load_iris")[0], raw.data)
+  monkeypatch.setenv(data_cache.ENV, str(tmp_path))
   # A damaged file, or one of another key, is rebuilt from scikit-learn.
   for damage in (b"not a zip file", None):
     if damage is None:
-      cache.write(file, key.replace("load_iris", "load_wine"), {"x": x, "y": y})
+      data_cache.write(file, key.replace("load_iris", "load_wine"),
+                       {"x": x, "y": y})
     else:
       file.write_bytes(damage)
     real._raw.cache_clear()
     np.testing.assert_array_equal(real._raw("load_iris")[0], raw.data)
   real._raw.cache_clear()
-  monkeypatch.setenv(cache.ENV, "off")
-  np.testing.assert_array_equal(real._raw("load_iris")[0], raw.data)
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def test_without_a_home_folder_the_data_cache_is_off(monkeypatch):
+  monkeypatch.delenv(data_cache.ENV, raising=False)
+  monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+  def no_home():
+    raise RuntimeError("Could not determine home directory.")
+  monkeypatch.setattr(data_cache.Path, "home", staticmethod(no_home))
+  assert data_cache.folder() is None
+  real._raw.cache_clear()
+  assert real._raw("load_iris")[0].shape == (150, 4)
   real._raw.cache_clear()

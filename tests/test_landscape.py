@@ -214,3 +214,15 @@ def test_quadratic_slice_in_closed_form():
   np.testing.assert_allclose(
       landscape.project(jnp.asarray(path), jnp.asarray(c), jnp.asarray(d1),
                         jnp.asarray(d2)), coeffs, atol=1e-12)
+
+
+def test_stack_rows_gives_back_the_logged_trees():
+  trees = [{"w": np.full((2, 3), float(i)), "b": np.arange(3.0) + i}
+           for i in range(4)]
+  rows = np.stack([np.asarray(ravel_pytree(t)[0]) for t in trees])
+  stacked = landscape.stack_rows(rows, trees[0])
+  for i, tree in enumerate(trees):
+    np.testing.assert_array_equal(stacked["w"][i], tree["w"])
+    np.testing.assert_array_equal(stacked["b"][i], tree["b"])
+  with pytest.raises(ValueError, match=r"rows: expected shape \(T, 9\)"):
+    landscape.stack_rows(rows[:, :5], trees[0])

@@ -12,6 +12,7 @@ import yaml
 from matplotlib import image as mpimg
 
 from gdlab import data, folders, metrics_log, plots, report, results
+from gdlab.history import History
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -74,7 +75,8 @@ def _write_run(root, name, steps, epochs, stop_reason, trajectory=None):
   summary.update({k: v[-1] for k, v in epochs.items()})
   results.write_json(run / results.SUMMARY, summary)
   if trajectory is not None:
-    results.write_json(run / results.TRAJECTORY, trajectory)
+    folders.atomic_write(run / results.TRAJECTORY, metrics_log.npz_bytes(
+        {"params": np.asarray(trajectory, float)}))
   return run
 
 
@@ -745,3 +747,15 @@ def test_tracked_sweep_is_coloured_by_the_swept_value():
   levels = sorted({float(l.get_ydata()[0]) for l in _panels(fig)[1].lines
                    if l.get_gid() == "threshold"})
   np.testing.assert_allclose(levels, [2 / 0.1, 2 / 0.03, 2 / 0.01])
+
+
+def test_a_single_run_is_drawn_and_a_fit_result_is_refused():
+  steps, epochs = _history(4, 3, 0.8)
+  hist = History(steps=steps, epochs=epochs)
+  fig = plots.loss_curves(hist, x="step")
+  assert len(fig.axes[0].get_lines()) >= 1
+  assert plots.named_runs(hist) == {"run": hist}
+  with pytest.raises(TypeError, match="pass its .history"):
+    plots.named_runs(SimpleNamespace(history=hist, params=None))
+  with pytest.raises(TypeError, match="items of type int"):
+    plots.named_runs([1, 2])

@@ -398,3 +398,23 @@ def test_runs_on_different_problems_have_no_loss_figures(experiment,
   redrawn = _altered(momentum, "redrawn", config={"data.seed": 1})
   md = report.compare([gd, redrawn], tmp_path / "b").read_text()
   assert "](plots/loss_steps.png)" in md and "different problems" not in md
+
+
+def test_compare_takes_a_sweep_folder_and_refuses_a_bare_path(swept,
+                                                               tmp_path):
+  md = report.compare([swept], tmp_path / "cmp").read_text()
+  assert "## Per grid point" in md
+  with pytest.raises(TypeError, match=r"run_dirs: expected a sequence"):
+    report.compare(str(swept), tmp_path / "bad")
+  with pytest.raises(TypeError, match=r"paths: expected a sequence"):
+    report.run_folders(swept)
+
+
+def test_report_of_an_experiment_folder_keeps_its_own_report(experiment,
+                                                             tmp_path):
+  folder = tmp_path / "exp"
+  shutil.copytree(experiment, folder)
+  own = (folder / "report.md").read_text()
+  assert cli.main(["report", str(folder)]) == 0
+  assert (folder / "report.md").read_text() == own
+  assert "| run |" in (folder / "compare" / "report.md").read_text()

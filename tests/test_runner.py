@@ -272,6 +272,15 @@ def test_resume_keeps_the_trajectory_of_a_function_problem(tmp_path,
   part = results.load_run(tmp_path / "part").trajectory
   assert full.shape == part.shape == (10, 2)
   np.testing.assert_array_equal(full, part)
+  assert (tmp_path / "full" / results.TRAJECTORY).read_bytes() == (
+      tmp_path / "part" / results.TRAJECTORY).read_bytes()
+  # A folder of an earlier version, with the rows as JSON, reads the same.
+  old = tmp_path / "full"
+  (old / results.TRAJECTORY).unlink()
+  results.write_json(old / results.TRAJECTORY_JSON, full.tolist())
+  np.testing.assert_array_equal(results.load_run(old).trajectory, full)
+  np.testing.assert_array_equal(
+      results.load_history(old).steps["params"], full[:-1])
 
 
 def test_sweep_rejects_repeated_values_and_bad_seeds(tmp_path, capsys):

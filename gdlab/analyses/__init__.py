@@ -88,8 +88,8 @@ def get(name: str) -> Callable[..., list[report.Section]]:
     KeyError: for a name of no analysis (:data:`MODULES` lists them).
   """
   if name not in MODULES:
-    raise KeyError(f"analysis: expected one of {', '.join(sorted(MODULES))}; "
-                   f"got {name!r}.")
+    raise KeyError(f"name: expected an analysis, one of "
+                   f"{', '.join(sorted(MODULES))}; got {name!r}.")
   importlib.import_module(f"{__name__}.{MODULES[name]}")
   return ANALYSES[name]
 

@@ -69,21 +69,6 @@ def seed_runs(out: Path, variant: str) -> tuple[list, list[Path]]:
   return seeds, [sub / "runs" / entry["name"] for entry in info["runs"]]
 
 
-# Past this many seeds, a panel labels every other one: their labels
-# would run into each other.
-MAX_TICK_LABELS = 12
-
-
-def _thin_ticks(fig) -> None:
-  """Labels every other seed of each panel when there are many."""
-  for ax in fig.axes:
-    ticks = ax.get_xticks()
-    labels = [t.get_text() for t in ax.get_xticklabels()]
-    if len(labels) > MAX_TICK_LABELS:
-      ax.set_xticks(ticks, [t if i % 2 == 0 else ""
-                            for i, t in enumerate(labels)])
-
-
 @register("seed_spread")
 def seed_spread(exp, out, run_dirs, smoke=False) -> list[Section]:
   """Final losses and parameters of each variant over the sweep's seeds.
@@ -141,7 +126,6 @@ def seed_spread(exp, out, run_dirs, smoke=False) -> list[Section]:
   fig = plots.strip(finals, all_seeds, xlabel="seed",
                     ylabel="final training loss",
                     title="final training loss of each seed (dashed: median)")
-  _thin_ticks(fig)
   figures.insert(0, plots.save_png(fig,
                                    out / results.PLOTS / "seed_spread.png"))
   results.write_json(out / "seed_spread.json", payload)

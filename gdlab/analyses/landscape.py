@@ -176,19 +176,6 @@ def _sharpness(objective, params, x, y, engine: str):
   return curvature.sharpness(objective, params, x, y, engine=engine)
 
 
-def _stacked(rows: np.ndarray, template):
-  """Flat iterates ``(T, P)`` (``ravel_pytree``'s order, as runs log them)
-  as a tree of ``template``'s structure and dtypes with a leading axis."""
-  leaves, treedef = jax.tree_util.tree_flatten(template)
-  out, start = [], 0
-  for leaf in leaves:
-    size = int(np.size(leaf))
-    out.append(np.asarray(rows[:, start:start + size], leaf.dtype).reshape(
-        (len(rows),) + np.shape(leaf)))
-    start += size
-  return jax.tree_util.tree_unflatten(treedef, out)
-
-
 def _to_list(a) -> list:
   return np.asarray(a, float).tolist()
 
@@ -231,7 +218,7 @@ def _pca_window(coords: np.ndarray):
 def _path_plane(objective, final, rows: np.ndarray, x, y, res: int):
   """The path's PCA: ``(explained variance ratios, (T, 2) coordinates,
   the slice on the PCA plane around the path)``."""
-  stacked = _stacked(rows, final)
+  stacked = landscape_lib.stack_rows(rows, final)
   pca = landscape_lib.pca_directions(stacked)
   coords = np.asarray(landscape_lib.project(stacked, final, pca.d1, pca.d2),
                       float)

@@ -46,7 +46,12 @@ def folder(cache_dir: str | os.PathLike | None = None) -> Path | None:
     return None
   if setting:
     return Path(setting).expanduser()
-  base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+  base = os.environ.get("XDG_CACHE_HOME")
+  if not base:
+    try:
+      base = Path.home() / ".cache"
+    except RuntimeError:  # no home folder to be found: no cache
+      return None
   return Path(base) / "gdlab" / "data"
 
 
@@ -96,6 +101,9 @@ def write(file: Path, key_text: str, arrays: Mapping[str, np.ndarray]) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       np.savez(f, key=np.asarray(key_text), **arrays)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # readable as the umask allows, not 0600
     os.replace(tmp, file)
   except OSError:
     with contextlib.suppress(OSError):

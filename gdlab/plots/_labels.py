@@ -51,10 +51,25 @@ def named_runs(runs) -> dict[str, Any]:
   """``runs`` as a dict ``name -> run`` (see the package docstring)."""
   if isinstance(runs, Mapping):
     return dict(runs)
+  if _is_run(runs):  # one run: a History or a run folder read back
+    return {getattr(runs, "name", None) or "run": runs}
+  if hasattr(runs, "history") and _is_run(runs.history):
+    raise TypeError(f"runs: expected runs (a History, a RunRecord, a mapping "
+                    f"or a sequence of them); got a "
+                    f"{type(runs).__name__}: pass its .history.")
   if isinstance(runs, Sequence) and not isinstance(runs, str):
+    bad = [type(r).__name__ for r in runs if not _is_run(r)]
+    if bad:
+      raise TypeError(f"runs: expected a sequence of runs (Histories or "
+                      f"RunRecords); got items of type {bad[0]}.")
     return {getattr(r, "name", f"run {i}"): r for i, r in enumerate(runs)}
-  raise TypeError(f"runs: expected a mapping name -> run or a sequence of "
-                  f"run records; got {type(runs).__name__}.")
+  raise TypeError(f"runs: expected a History, a RunRecord, a mapping name -> "
+                  f"run or a sequence of runs; got {type(runs).__name__}.")
+
+
+def _is_run(r) -> bool:
+  """Whether ``r`` has a run's logs (``steps`` and ``epochs`` tables)."""
+  return hasattr(r, "steps") and hasattr(r, "epochs")
 
 
 def _number(v) -> bool:
