@@ -16,30 +16,21 @@ and so does :func:`disable`.  A cache folder the user gave JAX already
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jax
 
+from gdlab import _paths
+
 ENV = "GDLAB_COMPILATION_CACHE"
-_OFF = ("off", "0", "false", "no")
 _state = {"enabled": None, "disabled": False}
 
 
 def folder() -> Path | None:
   """The cache folder gdlab uses, or ``None`` when it is turned off."""
-  setting = os.environ.get(ENV, "").strip()
-  if setting.lower() in _OFF or _state["disabled"]:
+  if _state["disabled"]:
     return None
-  if setting:
-    return Path(setting).expanduser()
-  base = os.environ.get("XDG_CACHE_HOME")
-  if not base:
-    try:
-      base = Path.home() / ".cache"
-    except RuntimeError:  # no home folder to be found: no cache
-      return None
-  return Path(base) / "gdlab" / "jax"
+  return _paths.cache_folder(ENV, "jax")
 
 
 def enable() -> Path | None:

@@ -33,26 +33,16 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from gdlab import _paths
+
 ENV = "GDLAB_DATA_CACHE"
-_OFF = ("off", "0", "false", "no")
 
 
 def folder(cache_dir: str | os.PathLike | None = None) -> Path | None:
   """The cache folder (see the module doc), or ``None`` when it is off."""
   if cache_dir is not None:
     return Path(cache_dir).expanduser()
-  setting = os.environ.get(ENV, "").strip()
-  if setting.lower() in _OFF:
-    return None
-  if setting:
-    return Path(setting).expanduser()
-  base = os.environ.get("XDG_CACHE_HOME")
-  if not base:
-    try:
-      base = Path.home() / ".cache"
-    except RuntimeError:  # no home folder to be found: no cache
-      return None
-  return Path(base) / "gdlab" / "data"
+  return _paths.cache_folder(ENV, "data")
 
 
 def key(package: str, version: str, args: Mapping[str, Any]) -> str:
