@@ -231,3 +231,7 @@ def test_the_inline_png_is_the_saved_file(tmp_path):
   assert fig._repr_png_() == path.read_bytes()
   assert FIGURES["loss_curves"](tmp_path / "b.png").read_bytes() == \
       path.read_bytes()
+  # Shown inline first, a figure is laid out as the file is (the legend
+  # outside the axes needs the layout): the same picture.
+  shown = FIGURES["loss_curves"](None)._repr_png_()
+  assert shown == FIGURES["loss_curves"](tmp_path / "c.png").read_bytes()

@@ -27,7 +27,7 @@ from test_wheel import installed, notebook_runner, project, stdout
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # Notebooks that draw figures; their committed outputs must hold some.
-WITH_FIGURES = {"quickstart", "step_size_vs_curvature"}
+WITH_FIGURES = {"instruments", "quickstart", "step_size_vs_curvature"}
 MAX_TOTAL_BYTES = 1_500_000
 MAX_IMAGE_BYTES = 150_000
 

@@ -28,20 +28,19 @@ class InlineFigure(Figure):
 
   def _repr_png_(self) -> bytes:
     buffer = io.BytesIO()
-    _settle(self)
     self.savefig(buffer, dpi=DPI, format="png")
+    _keep_layout(self)
     return buffer.getvalue()
 
 
-def _settle(fig: Figure) -> None:
-  """Lays ``fig`` out once and keeps that layout.
+def _keep_layout(fig: Figure) -> None:
+  """Keeps the layout of ``fig``'s first rendering (``savefig`` lays it out).
 
   The constrained layout moves a little at every rendering when a legend
   sits outside the axes; fixed after the first, every rendering (the file,
   the notebook's inline image) is the same picture.
   """
   if fig.get_layout_engine() is not None:
-    fig.canvas.draw()
     fig.set_layout_engine("none")
 
 
@@ -50,10 +49,7 @@ def save_png(fig: Figure, path) -> Path:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=DPI, format="png")
-  # The file is the first rendering: its layout is kept (as by _settle)
-  # without drawing the figure a second time.
-  if fig.get_layout_engine() is not None:
-    fig.set_layout_engine("none")
+  _keep_layout(fig)
   return path
 
 
