@@ -57,6 +57,30 @@ def test_step_metrics_and_optax_equivalence():
   np.testing.assert_allclose(m2["step_size"], 0.1, rtol=1e-12)
 
 
+def test_global_norm_matches_the_plain_sum_and_sees_non_finite():
+  rng = np.random.default_rng(0)
+  tree = {"matrix": rng.normal(size=(7, 5)), "cube": rng.normal(size=(2, 3, 4)),
+          "vector": rng.normal(size=6), "scalar": np.float64(-1.5),
+          "empty": np.zeros((0, 3))}
+  tree = jax.tree.map(jnp.asarray, tree)
+
+  def want(t):
+    return np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2)
+                       for v in jax.tree.leaves(t)))
+  norm = jax.jit(train.global_norm)
+  np.testing.assert_allclose(norm(tree), want(tree), rtol=1e-14)
+  f32 = jax.tree.map(lambda v: v.astype(jnp.float32), tree)
+  assert norm(f32).dtype == jnp.float32
+  np.testing.assert_allclose(norm(f32), want(f32), rtol=1e-6)
+  # A float16 leaf takes optax's sum.
+  half = dict(f32, half=jnp.asarray(rng.normal(size=5), jnp.float16))
+  np.testing.assert_allclose(norm(half), want(half), rtol=1e-3)
+  # The divergence check reads the update's norm: one inf or NaN shows.
+  for bad in (np.inf, -np.inf, np.nan):
+    broken = dict(tree, cube=tree["cube"].at[1, 2, 0].set(bad))
+    assert not np.isfinite(norm(broken))
+
+
 def test_step_jit_equals_eager_and_engines_agree():
   x, y = _regression()
   obj = Objective(models.mlp((3, 8, 1), "tanh"), "mse", "sum",
