@@ -237,7 +237,7 @@ def _drop(path: Path) -> None:
   path.unlink(missing_ok=True)
 
 
-def constant_step_size(record: results.RunRecord) -> float | None:
+def logged_constant_step(record: results.RunRecord) -> float | None:
   """The step size of a run whose logged step sizes are all one value.
 
   Returns:
@@ -258,7 +258,7 @@ def _constant_steps(runs: Mapping[str, results.RunRecord]) -> str | None:
   None unless every run that logged step sizes kept one constant value.
   """
   drawn = {n: r for n, r in runs.items() if _has([r], "step_size")}
-  etas = {n: constant_step_size(r) for n, r in drawn.items()}
+  etas = {n: logged_constant_step(r) for n, r in drawn.items()}
   if not etas or any(eta is None for eta in etas.values()):
     return None
   if len(etas) == 1:
@@ -305,7 +305,7 @@ def run_report(run_dir: str | os.PathLike, *, function=None) -> Path:
   Figures (in ``plots/``): ``loss.png`` (loss per step), and where the run
   has them ``loss_epochs.png`` (training and test loss per epoch),
   ``accuracy.png``, ``step_size.png`` (a step size that stays one value,
-  :func:`constant_step_size`, is stated in a line instead),
+  :func:`logged_constant_step`, is stated in a line instead),
   ``tracked.png`` (the quantities of ``train.track``: sharpness against
   ``2/eta``, Hessian trace, noise scale) and, for a run with a trajectory on
   a 2-D test function, ``surface.png``.  A figure left out is removed from
@@ -449,7 +449,7 @@ def compare(run_dirs: Sequence[str | os.PathLike | results.RunRecord],
   * every run took under :data:`MIN_WALL_TIME` seconds in all: no figure
     against wall time (it times the dispatch, not the method);
   * every run that logged step sizes kept one value
-    (:func:`constant_step_size`): the values instead of ``step_sizes.png``.
+    (:func:`logged_constant_step`): the values instead of ``step_sizes.png``.
 
   Args:
     run_dirs: a sequence of run folders, folders holding ``runs/`` (an

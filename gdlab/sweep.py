@@ -295,38 +295,6 @@ def _run_sweep(exp, out: Path, runs, grid, *, smoke, report) -> Path:
   return out
 
 
-# The words and units a sensitivity figure gives a swept key on its x axis;
-# any other key is named by the last part of its dotted name.
-AXIS_NAMES = {
-    "data.n": "data set size",
-    "data.kappa": "condition number",
-    "loss.strength": "penalty strength",
-    "model.scale": "initialisation scale",
-}
-AXIS_UNITS = {
-    "optimizer.learning_rate": "step size",
-    "optimizer.initial_step": "step size",
-    "optimizer.b": "steps",
-    "train.regime.batch_size": "records",
-    "data.n": "records",
-}
-
-
-def axis_label(key: str) -> str:
-  """The axis label of a swept dotted ``key``: its name in words, its unit.
-
-  E.g. ``optimizer.learning_rate`` -> "learning rate (step size)",
-  ``train.regime.batch_size`` -> "batch size (records)",
-  ``optimizer.momentum`` -> "momentum"; a key of neither
-  :data:`AXIS_NAMES` nor :data:`AXIS_UNITS` -> its last part, underscores
-  as spaces.
-  """
-  # pylint: disable-next=protected-access
-  name = AXIS_NAMES.get(key) or plots._label(plots._short(key))
-  unit = AXIS_UNITS.get(key)
-  return f"{name} ({unit})" if unit else name
-
-
 def report_folder(folder, out=None) -> Path:
   """Writes the report of a finished sweep folder again, from its files.
 
@@ -362,7 +330,7 @@ def write_report(out: Path, run_dirs: list[Path], points: list[dict],
   """Writes the sweep's comparison report; returns the path of ``report.md``.
 
   A row per grid point (its seeds aggregated), a row per run, and a
-  sensitivity curve per swept numeric key (:func:`axis_label` on its x
+  sensitivity curve per swept numeric key (``plots.axis_label`` on its x
   axis).  ``out`` is the sweep folder (the report's title is its name);
   ``report_dir`` is where ``report.md`` and ``plots/`` go (default
   ``out``).
@@ -391,7 +359,7 @@ def write_report(out: Path, run_dirs: list[Path], points: list[dict],
       finals_arg = {k: np.nanmean(v, axis=0) for k, v in curves.items()}
     path = plots.sensitivity(
         xs, finals_arg, report_dir / results.PLOTS / f"sensitivity_{key}.png",
-        xlabel=axis_label(key))
+        xlabel=plots.axis_label(key))
     sections.append((f"Sensitivity to {key}",
                      f"Final training loss against `{key}`"
                      + (f" (mean over {len(seeds)} seeds, min-max band)"

@@ -207,12 +207,12 @@ def test_compare_finds_the_grid_of_runs(swept, tmp_path):
 
 
 def test_sweep_axis_labels():
-  assert sweep.axis_label("optimizer.learning_rate") == \
+  assert plots.axis_label("optimizer.learning_rate") == \
       "learning rate (step size)"
-  assert sweep.axis_label("train.regime.batch_size") == "batch size (records)"
-  assert sweep.axis_label("optimizer.momentum") == "momentum"
-  assert sweep.axis_label("data.n") == "data set size (records)"
-  assert sweep.axis_label("model.some_new_knob") == "some new knob"
+  assert plots.axis_label("train.regime.batch_size") == "batch size (records)"
+  assert plots.axis_label("optimizer.momentum") == "momentum"
+  assert plots.axis_label("data.n") == "data set size (records)"
+  assert plots.axis_label("model.some_new_knob") == "some new knob"
 
 
 def test_report_folder_needs_a_finished_sweep(experiment, tmp_path):
@@ -266,7 +266,7 @@ def _figure_files(out):
 
 def test_constant_step_sizes_are_stated_not_drawn(experiment, tmp_path):
   gd, momentum = _tiny_runs(experiment)
-  assert report.constant_step_size(gd) == pytest.approx(0.1)
+  assert report.logged_constant_step(gd) == pytest.approx(0.1)
   md = report.compare([gd, momentum], tmp_path / "a").read_text()
   assert "**Step sizes:** constant, 0.1 in every run (no figure)." in md
   assert "step_sizes.png" not in _figure_files(tmp_path / "a")
@@ -278,7 +278,7 @@ def test_constant_step_sizes_are_stated_not_drawn(experiment, tmp_path):
   # A schedule: the figure.
   decayed = _altered(momentum, "decayed", steps={
       "step_size": 0.1 * 0.5 ** np.arange(len(momentum.steps["step"]))})
-  assert report.constant_step_size(decayed) is None
+  assert report.logged_constant_step(decayed) is None
   md = report.compare([gd, decayed], tmp_path / "c").read_text()
   assert "](plots/step_sizes.png)" in md and "**Step sizes:**" not in md
   # A run's own report; an earlier report's figure goes.

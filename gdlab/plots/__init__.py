@@ -78,7 +78,10 @@ from gdlab.plots._figures import place_legend
 from gdlab.plots._figures import save_png
 from gdlab.plots._labels import HYPERPARAMETERS
 from gdlab.plots._labels import LABELS
+from gdlab.plots._labels import AXIS_NAMES
+from gdlab.plots._labels import AXIS_UNITS
 from gdlab.plots._labels import Colours
+from gdlab.plots._labels import axis_label
 from gdlab.plots._labels import colour_bar
 from gdlab.plots._labels import differing
 from gdlab.plots._labels import named_runs
@@ -109,17 +112,17 @@ from gdlab.plots.sweeps import sensitivity
 from gdlab.plots.sweeps import strip
 from gdlab.plots.surfaces import surface
 
-# Private, but used beyond the package: the axis labels of gdlab.sweep's
-# figures, and the log-axis rule in the tests.
+# Private, but used beyond the package: the log-axis rule in the tests.
 from gdlab.plots._figures import _wants_log
-from gdlab.plots._labels import _label
-from gdlab.plots._labels import _short
 
 __all__ = [
+    "AXIS_NAMES",
+    "AXIS_UNITS",
     "Colours",
     "DPI",
     "HYPERPARAMETERS",
     "InlineFigure",
+    "axis_label",
     "LABELS",
     "MAX_POINTS",
     "MAX_RAW",

@@ -101,6 +101,38 @@ def _short(key: str) -> str:
   return key.rsplit(".", 1)[-1]
 
 
+# The words and units an axis gives a dotted config key (the swept key of a
+# sweep's sensitivity figure); any other key is named by the last part of
+# its dotted name.
+AXIS_NAMES = {
+    "data.n": "data set size",
+    "data.kappa": "condition number",
+    "loss.strength": "penalty strength",
+    "model.scale": "initialisation scale",
+}
+AXIS_UNITS = {
+    "optimizer.learning_rate": "step size",
+    "optimizer.initial_step": "step size",
+    "optimizer.b": "steps",
+    "train.regime.batch_size": "records",
+    "data.n": "records",
+}
+
+
+def axis_label(key: str) -> str:
+  """The axis label of a swept dotted ``key``: its name in words, its unit.
+
+  E.g. ``optimizer.learning_rate`` -> "learning rate (step size)",
+  ``train.regime.batch_size`` -> "batch size (records)",
+  ``optimizer.momentum`` -> "momentum"; a key of neither
+  :data:`AXIS_NAMES` nor :data:`AXIS_UNITS` -> its last part, underscores
+  as spaces.
+  """
+  name = AXIS_NAMES.get(key) or _label(_short(key))
+  unit = AXIS_UNITS.get(key)
+  return f"{name} ({unit})" if unit else name
+
+
 def _fmt(v) -> str:
   return f"{v:g}" if isinstance(v, float) else str(v)
 
