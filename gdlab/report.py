@@ -33,7 +33,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gdlab import build
 from gdlab import config as config_lib
 from gdlab import data
 from gdlab import folders
@@ -539,95 +538,56 @@ def _problems(configs: Sequence[Mapping[str, Any]]) -> list[str]:
           if k.startswith("data.") and k not in DRAW_KEYS]
 
 
-_DATA_SIZES: dict[str, tuple[int, int] | None] = {}
-
-
 def data_sizes(record: results.RunRecord) -> tuple[int, int] | None:
-  """``(n_train, n_test)`` of the data set a run trained on, where known.
-
-  The data set is rebuilt from the run's config (its full form, then its
-  smoke form) and taken only where its fingerprint is the one the run
-  folder's ``gdlab.json`` records (``data_sha256``).
-
-  Returns:
-    The record counts; None for a folder without a fingerprint, a config
-    that no longer loads, or data that no longer match it.
-  """
-  try:
-    marker = folders.read_marker(record.path) or {}
-  except (OSError, ValueError):
-    return None
-  digest = marker.get("data_sha256") if isinstance(marker, Mapping) else None
-  if not isinstance(digest, str):
-    return None
-  if digest not in _DATA_SIZES:
-    _DATA_SIZES[digest] = None
-    try:
-      cfg = config_lib.from_dict(config_lib.RunConfig, record.config)
-      for smoke in (False, True):
-        arrays, ds = build.dataset(cfg, smoke)
-        if folders.data_sha256(arrays) == digest:
-          _DATA_SIZES[digest] = (int(ds.x_train.shape[0]),
-                                 int(ds.x_test.shape[0]))
-          break
-    except (OSError, ValueError, TypeError, KeyError, AttributeError,
-            ImportError):  # e.g. a data set whose optional package is gone
-      pass
-  return _DATA_SIZES[digest]
+  """``(n_train, n_test)`` of the data set a run trained on, as its
+  ``summary.json`` records them (``results.data_counts``); None for a
+  folder of an earlier version, which does not."""
+  sizes = tuple(record.summary.get(k) for k in ("n_train", "n_test"))
+  if all(isinstance(v, numbers.Integral) for v in sizes):
+    return sizes
+  return None
 
 
 class _Counts(NamedTuple):
-  """A run's record counts, each an int or ``(field, data id)``, a field of
-  :func:`data_sizes` (0 ``n_train``, 1 ``n_test``) of the run's data set.
+  """A run's record counts (None where unknown).
 
   ``grad``: records per gradient evaluation; ``step``, ``train``, ``test``:
   what the logged per-step, training-set and test-set losses are divided
   by to give a loss per record (1 where they already are one: a ``mean``
   reduction, a test function).
   """
-  grad: Any
-  step: Any
-  train: Any
-  test: Any
+  grad: int | None
+  step: int | None
+  train: int | None
+  test: int | None
 
 
 def _counts(record: results.RunRecord, flat: Mapping[str, Any]) -> _Counts:
   if flat.get("model.kind") == "function":  # a point, not records
     return _Counts(1, 1, 1, 1)
-  try:
-    digest = (folders.read_marker(record.path) or {}).get("data_sha256")
-  except (OSError, ValueError, AttributeError):
-    digest = None
-  data_id = (digest, tuple(sorted((k, repr(v)) for k, v in flat.items()
-                                  if k.startswith("data."))))
+  n_train, n_test = data_sizes(record) or (None, None)
   kind = flat.get("train.regime.kind", "full_batch")
   grad = {"sgd": 1, "minibatch": flat.get("train.regime.batch_size")}.get(
-      kind, (0, data_id))
+      kind, n_train)
   if flat.get("loss.reduction", "mean") != "sum":
     return _Counts(grad, 1, 1, 1)
-  return _Counts(grad, grad, (0, data_id), (1, data_id))
+  return _Counts(grad, grad, n_train, n_test)
 
 
 def _divisors(records: Sequence[results.RunRecord],
               counts: Sequence[_Counts], field: str):
-  """The ``field`` counts of the runs, resolved, where they differ.
+  """The ``field`` counts of the runs where they differ.
 
   Returns:
     None where every run has the same count (nothing to divide by); a
     list of ints, one per run; or the names of the runs whose count is
-    unknown (their data set does not rebuild), as a string.
+    unknown (a folder of an earlier version), as a string.
   """
-  keys = [getattr(c, field) for c in counts]
-  if all(k == keys[0] for k in keys):
+  values = [getattr(c, field) for c in counts]
+  if all(v == values[0] for v in values):
     return None
-  values, unknown = [], []
-  for rec, key in zip(records, keys):
-    if isinstance(key, tuple):
-      sizes = data_sizes(rec)
-      key = sizes[key[0]] if sizes else None
-    if not isinstance(key, numbers.Integral) or key < 1:
-      unknown.append(rec.name)
-    values.append(key)
+  unknown = [rec.name for rec, v in zip(records, values)
+             if not isinstance(v, numbers.Integral) or v < 1]
   return ", ".join(unknown) if unknown else [int(v) for v in values]
 
 
@@ -720,8 +680,8 @@ def _loss_figures(runs: Mapping[str, results.RunRecord],
         f"**Loss against steps:** no figure: the runs' per-step losses are "
         f"on different scales (a `sum` reduction adds up the losses of the "
         f"step's records), and the training set of {per_step} is unknown "
-        f"(its data set does not rebuild), so they cannot be put per "
-        f"record.")))
+        f"(a folder of an earlier version records no data sizes), so they "
+        f"cannot be put per record.")))
   elif per_step:
     figs.append(_Figure("Loss per record against steps", plots.loss_curves(
         by_step, out / "loss_steps.png", x="step", y="loss",
@@ -750,8 +710,9 @@ def _loss_figures(runs: Mapping[str, results.RunRecord],
     figs.append(_Figure("Loss against epochs", None, (
         f"**Loss against epochs, work and wall time:** no figures: the "
         f"runs' loss reductions differ (`sum`, `mean`), and the training "
-        f"set of {per_epoch} is unknown (its data set does not rebuild), so "
-        f"their losses cannot be put per record.")))
+        f"set of {per_epoch} is unknown (a folder of an earlier version "
+        f"records no data sizes), so their losses cannot be put per "
+        f"record.")))
     return figs
   if has_epochs:
     y = ("train_loss", "test_loss") if _has(records, "test_loss") \
@@ -800,8 +761,9 @@ def _work_figure(runs: Mapping[str, results.RunRecord], grad, out: Path, *,
     return _Figure(f"{what} against gradient evaluations", None, (
         f"**{what} against gradient evaluations:** no figure: the runs' "
         f"gradient evaluations are on batches of different sizes, and the "
-        f"training set of {grad} is unknown (its data set does not "
-        f"rebuild), so they cannot be counted in record-gradients."))
+        f"training set of {grad} is unknown (a folder of an earlier version "
+        f"records no data sizes), so they cannot be counted in "
+        f"record-gradients."))
   if grad is None:
     return _Figure(f"{what} against gradient evaluations", plots.loss_curves(
         runs, path, x="grad_evals", y=y, ylabel=ylabel))

@@ -365,6 +365,13 @@ def final_params(run_dir: str | os.PathLike, template):
   return serialization.from_state_dict(template, state["params"])
 
 
+def data_counts(data) -> dict[str, int]:
+  """``n_train`` and ``n_test`` of a run's data (a ``loop.Data``), as
+  ``summary.json`` records them (``gdlab.report.data_sizes`` reads them)."""
+  return {"n_train": int(data.x_train.shape[0]),
+          "n_test": 0 if data.x_test is None else int(data.x_test.shape[0])}
+
+
 def run_summary(cfg: config_lib.RunConfig, history: history_lib.History,
                 extra: dict | None = None) -> dict:
   """The content of ``summary.json``."""

@@ -144,6 +144,10 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
           else None)
   # The data's fingerprint, for the folder (hashed on the host): writer only.
   digest = folders.data_sha256(p.data) if writer else None
+  # What summary.json records besides the history, at every write.
+  extra = {"processes": jax.process_count(),
+           "devices": int(mesh.size) if mesh is not None else 1,
+           **results.data_counts(p.data)}
   changed = []
   if resume and writer:
     changed = results.check_resume(run_dir, cfg, digest,
@@ -166,7 +170,7 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
         folders.atomic_write(run_dir / results.CONFIG, config_lib.dump(cfg))
         metrics_log.write_metrics(run_dir, {}, {})
       else:
-        results.write_run(run_dir, cfg, history, carry)
+        results.write_run(run_dir, cfg, history, carry, extra=extra)
     written = [history.num_steps if history else 0,
                len(history.epochs["epoch"]) if history else 0]
     # TensorBoard's events: flushed before each checkpoint, closed on the
@@ -181,7 +185,8 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
       if events is not None:
         events.write(h)
       if writer:
-        results.write_run(run_dir, cfg, h, c, written=tuple(written))
+        results.write_run(run_dir, cfg, h, c, extra=extra,
+                          written=tuple(written))
       written[:] = [h.num_steps, len(h.epochs["epoch"])]
 
     if carry is not None and stopping.reason_name(
@@ -208,9 +213,7 @@ def _run(cfg, run_dir: Path, *, writer, smoke, resume, allow_changes,
     if events is not None:
       events.write(result.history)
     results.write_run(run_dir, cfg, result.history, result.carry,
-                      extra={"processes": jax.process_count(),
-                             "devices": int(mesh.size) if mesh is not None
-                             else 1})
+                      extra=extra)
     if plots:
       interrupts.check()
       report.run_report(run_dir,

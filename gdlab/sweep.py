@@ -220,7 +220,7 @@ def run_group(cfgs: list[config_lib.RunConfig], vkeys: list[str],
                    config_sha256=folders.config_sha256(cfg))
     results.write_run(run_dir, cfg, h, carry_i, extra={
         "sweep_group_size": len(cfgs), "sweep_devices": int(mesh.size),
-        "sweep_mesh": dict(mesh.shape)})
+        "sweep_mesh": dict(mesh.shape), **results.data_counts(data)})
     if cfg.train.tensorboard is not None:
       with tensorboard.Writer(tensorboard.run_logdir(cfg),
                               hparams=tensorboard.config_hparams(cfg)) as tb:

@@ -191,10 +191,17 @@ def _check_gradcheck(exp, out: Path) -> None:
   assert _is_png(out / "plots" / "gradcheck.png")
 
 
-def _check_surface(exp, out: Path) -> None:
-  payload = json.loads((out / "surface.json").read_text())
+def _payload_of_every_run(exp, out: Path, analysis: str) -> dict:
+  """``out/<analysis>.json``, checked to have one row per run of the
+  (smoke) experiment."""
+  payload = json.loads((out / f"{analysis}.json").read_text())
   names = {r.name for r in config.resolve_runs(exp, smoke=True)}
   assert {r["run"] for r in payload["runs"]} == names
+  return payload
+
+
+def _check_surface(exp, out: Path) -> None:
+  payload = _payload_of_every_run(exp, out, "surface")
   for row in payload["runs"]:
     rec = results.load_run(out / "runs" / row["run"])
     cfg = analyses.run_config(rec)
@@ -207,13 +214,11 @@ def _check_surface(exp, out: Path) -> None:
 
 
 def _check_mnist1d(exp, out: Path) -> None:
-  payload = json.loads((out / "mnist1d.json").read_text())
+  payload = _payload_of_every_run(exp, out, "mnist1d")
   # The MNIST-1D README's table (github.com/greydanus/mnist1d).
   assert payload["reference"] == {"logistic regression": 0.32, "MLP": 0.68,
                                   "CNN": 0.94, "GRU": 0.91,
                                   "human expert": 0.96}
-  names = {r.name for r in config.resolve_runs(exp, smoke=True)}
-  assert {r["run"] for r in payload["runs"]} == names
   for row in payload["runs"]:
     run_dir = out / "runs" / row["run"]
     rec = results.load_run(run_dir)
@@ -322,9 +327,7 @@ def _power_iteration(value, flat, unravel, x, y, iters: int = 100) -> float:
 
 
 def _check_edge_of_stability(exp, out: Path) -> None:
-  payload = json.loads((out / "edge_of_stability.json").read_text())
-  names = {r.name for r in config.resolve_runs(exp, smoke=True)}
-  assert {r["run"] for r in payload["runs"]} == names
+  payload = _payload_of_every_run(exp, out, "edge_of_stability")
   for row in payload["runs"]:
     rec = results.load_run(out / "runs" / row["run"])
     cfg = analyses.run_config(rec)
@@ -357,9 +360,7 @@ def _check_edge_of_stability(exp, out: Path) -> None:
 
 
 def _check_step_size(exp, out: Path) -> None:
-  payload = json.loads((out / "step_size.json").read_text())
-  names = {r.name for r in config.resolve_runs(exp, smoke=True)}
-  assert {r["run"] for r in payload["runs"]} == names
+  payload = _payload_of_every_run(exp, out, "step_size")
   mlp_lam = None
   for row in payload["runs"]:
     run_dir = out / "runs" / row["run"]

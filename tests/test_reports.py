@@ -260,6 +260,10 @@ def _altered(record, name, *, config=None, summary=None, steps=None,
       epochs={**record.epochs, **(epochs or {})})
 
 
+# The summary of a run folder of an earlier version: no data sizes.
+EARLIER = {"n_train": None, "n_test": None}
+
+
 def _figure_files(out):
   return sorted(p.name for p in (out / results.PLOTS).glob("*.png"))
 
@@ -305,13 +309,13 @@ def test_no_wall_time_figure_for_runs_under_a_tenth_of_a_second(
   assert "](plots/loss_time.png)" in md and "**Wall time:**" not in md
 
 
-def test_data_sizes_find_the_smoke_data_set(experiment):
+def test_data_sizes_are_those_the_run_trained_on(experiment):
   gd, _ = _tiny_runs(experiment)
   # tiny.yaml asks for 64 records; its smoke form has 48, 20% for testing.
   assert report.data_sizes(gd) == (38, 10)
   assert gd.epochs["step"][0] == 38 // 8  # minibatches of 8, the rest dropped
-  assert report.data_sizes(dataclasses.replace(
-      gd, path=experiment / "no_such_run")) is None
+  # A folder of an earlier version records none.
+  assert report.data_sizes(_altered(gd, "gd", summary=EARLIER)) is None
 
 
 def test_losses_of_sum_and_mean_runs_are_drawn_per_record(experiment,
@@ -365,21 +369,23 @@ def test_full_batch_and_minibatch_compare_per_record_gradient(
   np.testing.assert_allclose(runs["gd"].epochs["grad_evals"], grads * 8)
   np.testing.assert_allclose(runs["full"].epochs["grad_evals"], grads * 38)
   assert (tmp_path / "plots" / "loss_grad_evals.png").is_file()
-  # A training set of unknown size (a folder without the data's
-  # fingerprint): no figure that needs it.
-  unknown = _full_batch_sum(gd, path=tmp_path / "moved")
+  # A training set of unknown size (a folder of an earlier version, whose
+  # summary does not record it): no figure that needs it.
+  unknown = _full_batch_sum(gd, summary=EARLIER)
   md = report.compare([gd, unknown], tmp_path / "b").read_text()
-  assert ("the training set of full is unknown (its data set does not "
-          "rebuild), so they cannot be put per record.") in md
+  assert ("the training set of full is unknown (a folder of an earlier "
+          "version records no data sizes), so they cannot be put per "
+          "record.") in md
   assert "**Loss against epochs, work and wall time:** no figures" in md
   assert _figure_files(tmp_path / "b") == []
   # Mean losses, but work on batches of unknown size.
   mean = _altered(gd, "full", config={"train.regime.kind": "full_batch",
                                       "train.regime.batch_size": None},
-                  path=tmp_path / "moved")
+                  summary=EARLIER)
   md = report.compare([gd, mean], tmp_path / "c").read_text()
-  assert ("the training set of full is unknown (its data set does not "
-          "rebuild), so they cannot be counted in record-gradients.") in md
+  assert ("the training set of full is unknown (a folder of an earlier "
+          "version records no data sizes), so they cannot be counted in "
+          "record-gradients.") in md
   drawn_c = _figure_files(tmp_path / "c")
   assert "loss_steps.png" in drawn_c and "loss_grad_evals.png" not in drawn_c
 
