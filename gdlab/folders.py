@@ -39,6 +39,7 @@ import jax
 import numpy as np
 
 import gdlab
+from gdlab import _paths
 from gdlab import config as config_lib
 from gdlab import parallel
 
@@ -57,12 +58,6 @@ class FolderError(config_lib.ConfigError):
 # Writing atomically; reading with one-line errors.
 
 
-def _umask() -> int:
-  mask = os.umask(0o022)
-  os.umask(mask)
-  return mask
-
-
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
   """Writes ``data`` to ``path`` through a temporary file and a rename."""
   path = Path(path)
@@ -72,7 +67,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
   try:
     # mkstemp makes the file private (0600); a folder's files follow the
     # umask, as the figures matplotlib writes do.
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~_paths.umask())
     with os.fdopen(fd, mode) as f:
       f.write(data)
       f.flush()
@@ -281,7 +276,7 @@ def locked(folder: str | os.PathLike):
   for _ in range(2):
     try:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY,
-                   0o666 & ~_umask())
+                   0o666 & ~_paths.umask())
     except FileExistsError:
       try:
         holder = json.loads(path.read_text())

@@ -10,8 +10,8 @@ turn on lives in this session's temporary folder, shared by the pytest
 workers and the processes the tests start: a test suite never reads or fills
 the user's own cache, and a program compiled by one test process is read back
 by the next.  ``GDLAB_COMPILATION_CACHE=off`` set by the user turns it off for
-the tests too.  Data sets that gdlab caches (MNIST-1D, scikit-learn's) are
-cached in the same session folder, never in the user's.
+the tests too.  Data sets that gdlab caches (MNIST-1D, scikit-learn's) and
+the figure cache live in the same session folder, never in the user's.
 
 XLA compiles the suite's programs at LLVM optimisation level 0 and, where
 this XLA knows the option, without its CPU fusion emitters (the options of
@@ -63,6 +63,7 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from gdlab import compilation_cache  # pylint: disable=wrong-import-position
 from gdlab.data import cache as data_cache  # pylint: disable=wrong-import-position
+from gdlab.plots import _cache as figure_cache  # pylint: disable=wrong-import-position
 
 jax.config.update("jax_enable_x64", True)
 
@@ -106,6 +107,18 @@ def _data_cache(tmp_path_factory):
   """Data sets that gdlab caches (MNIST-1D, scikit-learn's) are kept in this
   session's temporary folder: the tests never fill the user's cache."""
   yield from _session_folder(tmp_path_factory, data_cache.ENV, "data-cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _figure_cache(tmp_path_factory):
+  """Figures that gdlab caches are kept in this session's temporary folder:
+  a figure drawn by one test is copied by the next that saves it.
+  ``GDLAB_FIGURE_CACHE=off`` set by the user draws every figure."""
+  if figure_cache.folder() is None:
+    yield None
+    return
+  yield from _session_folder(tmp_path_factory, figure_cache.ENV,
+                             "figure-cache")
 
 
 @pytest.fixture(autouse=True)

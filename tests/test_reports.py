@@ -18,6 +18,7 @@ from gdlab import report
 from gdlab import results
 from gdlab import run
 from gdlab import sweep
+from gdlab.plots import _cache as figure_cache
 
 
 @pytest.fixture(scope="module")
@@ -424,3 +425,22 @@ def test_report_of_an_experiment_folder_keeps_its_own_report(experiment,
   assert cli.main(["report", str(folder)]) == 0
   assert (folder / "report.md").read_text() == own
   assert "| run |" in (folder / "compare" / "report.md").read_text()
+
+
+def test_a_report_written_again_copies_its_figures(experiment, tmp_path,
+                                                   monkeypatch):
+  # The figure cache: written again, a report draws no figure, and the
+  # copies are the figures drawn afresh with the cache off.
+  monkeypatch.setenv(figure_cache.ENV, str(tmp_path / "figure-cache"))
+  outs = {}
+  for name in ("first", "again", "off"):
+    if name == "off":
+      monkeypatch.setenv(figure_cache.ENV, "off")
+    before = dict(figure_cache.counts)
+    assert cli.main(["report", str(experiment), "--out",
+                     str(tmp_path / name)]) == 0
+    drawn = figure_cache.counts["drawn"] - before["drawn"]
+    outs[name] = {p.relative_to(tmp_path / name): p.read_bytes()
+                  for p in (tmp_path / name).rglob("*.png")}
+    assert drawn == (0 if name == "again" else len(outs[name])), name
+  assert outs["first"] and outs["first"] == outs["again"] == outs["off"]

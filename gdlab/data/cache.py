@@ -22,11 +22,9 @@ An unwritable folder is not an error: the arrays are built and not kept.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -82,22 +80,8 @@ def read(file: Path, key_text: str, shapes: Mapping[str, tuple[int, ...]]
 
 def write(file: Path, key_text: str, arrays: Mapping[str, np.ndarray]) -> None:
   """Writes a cache file atomically; an unwritable folder is skipped."""
-  try:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.",
-                               suffix=".tmp")
-  except OSError:
-    return
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, key=np.asarray(key_text), **arrays)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # readable as the umask allows, not 0600
-    os.replace(tmp, file)
-  except OSError:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
+  _paths.write_cache_file(
+      file, lambda f: np.savez(f, key=np.asarray(key_text), **arrays))
 
 
 def cached(file: Path | None, key_text: str,

@@ -16,6 +16,8 @@ import numpy as np
 from matplotlib import transforms
 from matplotlib.figure import Figure
 
+from gdlab.plots import _cache
+
 DPI = 120
 
 
@@ -45,11 +47,22 @@ def _keep_layout(fig: Figure) -> None:
 
 
 def save_png(fig: Figure, path) -> Path:
-  """Writes ``fig`` as a PNG to ``path`` (creating the folder); returns it."""
+  """Writes ``fig`` as a PNG to ``path`` (creating the folder); returns it.
+
+  A figure saved before, here or by another process, is copied from the
+  figure cache (:mod:`gdlab.plots._cache`) instead of being drawn again;
+  ``GDLAB_FIGURE_CACHE=off`` draws every figure.
+  """
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  entry = _cache.entry_for(fig, DPI)
+  if entry is not None and _cache.fetch(entry, path):
+    return path
   fig.savefig(path, dpi=DPI, format="png")
+  _cache.counts["drawn"] += 1
   _keep_layout(fig)
+  if entry is not None:
+    _cache.store(path, entry)
   return path
 
 

@@ -9,6 +9,8 @@ is (:func:`noise_level`).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from gdlab.plots._labels import _config
@@ -100,12 +102,14 @@ def ema(ys: np.ndarray, span: int) -> np.ndarray:
   1)``, returned as ``m_k / (1 - (1 - a)^k)`` (Adam's correction), so the
   first values are the mean of the values so far rather than pulled to 0.
   """
-  # Imported here: scipy.signal takes longer to import than a run's figures
-  # take to draw, and only smoothed curves need it.
-  from scipy import signal  # pylint: disable=import-outside-toplevel
   ys = np.asarray(ys, float)
   a = 2.0 / (max(int(span), 1) + 1.0)
-  m = signal.lfilter([a], [1.0, a - 1.0], ys)
+  b = 1.0 - a
+  # The recurrence itself, one value at a time: exact, and about 20 ms for
+  # 10^5 steps (scipy.signal.lfilter is faster, but importing scipy.signal
+  # takes about 1 s, longer than a run's figures take to draw).
+  m = np.fromiter(itertools.accumulate(a * ys, lambda m, v: b * m + v),
+                  float, len(ys))
   return m / -np.expm1(np.arange(1, len(ys) + 1) * np.log1p(-a))
 
 
