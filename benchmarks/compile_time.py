@@ -17,12 +17,15 @@ Compiling once, side by side in one process (:func:`repeats`): an MLP
 rate, against the same training written by hand as one jitted ``lax.scan``
 over epochs and batches (first call and repeated calls); compilations are
 counted from JAX's monitoring events.  Then ``gdlab run default`` twice, each
-in a new process sharing one fresh persistent compilation cache folder (at
-the tiny size ``gdlab run closed_form --smoke``, the quickest experiment),
-three such pairs at the full size, each with its own fresh folder, reported
-by the pair of the median ratio; the "compilations" column of these rows
-counts the programs the process wrote to the cache (the second: those it
-did not find there).
+in a new process sharing one fresh persistent compilation cache folder and
+one fresh figure cache folder (at the tiny size ``gdlab run closed_form
+--smoke``, the quickest experiment), three such pairs at the full size,
+each with its own fresh folders, reported by the pair of the median ratio;
+the "compilations" column of these rows counts the programs the process
+wrote to the cache (the second: those it did not find there), and
+"figures_drawn" the figures it drew rather than copied.  At the full size a
+third process runs the command again with the figure cache off, so that
+the table shows what the second run owes to each cache.
 The rest of this benchmark runs with the persistent cache off, so that its
 first calls compile.
 """
@@ -46,6 +49,7 @@ import gdlab
 from gdlab import compilation_cache
 from gdlab import loop
 from gdlab import optim
+from gdlab.plots import _cache as figure_cache
 from benchmarks import common
 from benchmarks import throughput
 
@@ -56,9 +60,10 @@ SIZES = {
 BATCH = 128
 TARGET_S = 2.0
 REPEAT_SIZES = {
-    # training records, epochs, repeated calls timed, `gdlab run` pairs
-    "tiny": dict(n=512, epochs=2, repeats=3, run_pairs=1),
-    "full": dict(n=4096, epochs=5, repeats=7, run_pairs=3),
+    # training records, epochs, repeated calls timed, `gdlab run` pairs, and
+    # whether each pair adds a run with the figure cache off
+    "tiny": dict(n=512, epochs=2, repeats=3, run_pairs=1, figures_off=False),
+    "full": dict(n=4096, epochs=5, repeats=7, run_pairs=3, figures_off=True),
 }
 REPEAT_BATCH = 64
 # The command run twice in new processes: (experiment, extra arguments).
@@ -93,36 +98,49 @@ def hand_training(optimizer, n: int, batch: int, epochs: int):
   return jax.jit(train)
 
 
-def _cache_entries(folder: Path) -> int:
-  """Programs in a persistent compilation cache folder (one file each)."""
-  return len(list(folder.glob("*-cache"))) if folder.is_dir() else 0
+def _cache_entries(folder: Path, pattern: str = "*-cache") -> int:
+  """Entries of a cache folder: programs of a persistent compilation cache
+  (one file each), or figures of the figure cache (``pattern="*.png"``)."""
+  return len(list(folder.glob(pattern))) if folder.is_dir() else 0
 
 
-def _gdlab_run_twice(size: str) -> tuple[float, float, int, int]:
+def _gdlab_run_twice(size: str) -> list[tuple[float, int, int]]:
   """``gdlab run`` (:data:`RUN_TWICE`) twice, in new processes that share a
-  fresh persistent compilation cache: ``(first seconds, second seconds,
-  programs the first wrote to the cache, programs the second added)``; a
-  second process that loads every program from the cache adds none.
+  fresh persistent compilation cache and a fresh figure cache, then (where
+  :data:`REPEAT_SIZES` says ``figures_off``) a third time with the figure
+  cache off: ``(seconds, programs written to the compilation cache, figures
+  drawn)`` per process.  A process that loads every program from the cache
+  writes none; one that copies every figure from the figure cache draws
+  none (the figures drawn are the entries it adds, or, with the cache off,
+  the PNGs it writes).
 
   JAX's own cache settings are removed from the processes' environment, so
   that the first one starts from the empty folder.
   """
   name, *extra = RUN_TWICE[size]
   with tempfile.TemporaryDirectory() as tmp:
-    cache = Path(tmp) / "cache"
+    cache, figures = Path(tmp) / "cache", Path(tmp) / "figures"
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("JAX_COMPILATION_CACHE")
            and k != "JAX_ENABLE_COMPILATION_CACHE"}
     env[compilation_cache.ENV] = str(cache)
-    seconds, entries = [], []
-    for i in range(2):
+    env[figure_cache.ENV] = str(figures)
+    processes = []
+    runs = 3 if common.sized(REPEAT_SIZES, size)["figures_off"] else 2
+    for i in range(runs):
+      out = Path(tmp) / f"run{i}"
+      if i == 2:
+        env[figure_cache.ENV] = "off"
       args = [sys.executable, "-m", "gdlab.cli", "run", name, "--out",
-              str(Path(tmp) / f"run{i}"), *extra]
+              str(out), *extra]
+      before = (_cache_entries(cache), _cache_entries(figures, "*.png"))
       t0 = time.perf_counter()
       subprocess.run(args, env=env, check=True, capture_output=True)
-      seconds.append(time.perf_counter() - t0)
-      entries.append(_cache_entries(cache))
-  return seconds[0], seconds[1], entries[0], entries[1] - entries[0]
+      seconds = time.perf_counter() - t0
+      drawn = (len(list(out.rglob("*.png"))) if i == 2 else
+               _cache_entries(figures, "*.png") - before[1])
+      processes.append((seconds, _cache_entries(cache) - before[0], drawn))
+  return processes
 
 
 def repeats(report: common.Report, size: str) -> None:
@@ -165,15 +183,20 @@ def repeats(report: common.Report, size: str) -> None:
       max(c for c, _ in by_hand), float(np.median([t for _, t in by_hand])))
   rows["gdlab.fit, new learning rate"] = _compilations(lambda: fit(0.05))
   command = "gdlab run " + " ".join(RUN_TWICE[size])
-  # Each pair with its own fresh cache; the pair of the median ratio.
+  # Each pair with its own fresh caches; the pair of the median ratio.
   pairs = sorted((_gdlab_run_twice(size) for _ in range(cfg["run_pairs"])),
-                 key=lambda p: p[1] / p[0])
-  first_run, second_run, written, added = pairs[len(pairs) // 2]
-  rows[f"{command}, first process"] = (written, first_run)
-  rows[f"{command}, second process"] = (added, second_run)
+                 key=lambda p: p[1][0] / p[0][0])
+  runs = pairs[len(pairs) // 2]
+  names = ("first process", "second process",
+           "second process, figure cache off")
+  figures = {}
+  for what, (seconds, programs, drawn) in zip(names, runs):
+    rows[f"{command}, {what}"] = (programs, seconds)
+    figures[f"{command}, {what}"] = drawn
   for name, (count, seconds) in rows.items():
     report.rows.append({"case": name, "seconds": seconds,
-                        "compilations": count})
+                        "compilations": count,
+                        "figures_drawn": figures.get(name)})
   ratio = (rows["gdlab.fit, repeated call"][1] /
            rows["hand-written lax.scan, repeated call"][1])
   report.target("repeated gdlab.fit / repeated hand-written lax.scan",
@@ -184,18 +207,21 @@ def repeats(report: common.Report, size: str) -> None:
   count = rows["gdlab.fit, new learning rate"][0]
   report.target("compilations in a gdlab.fit with a new learning rate",
                 count, "0", count == 0)
-  ratio = second_run / first_run
+  ratio = runs[1][0] / runs[0][0]
   report.target(f"second {command} / first (new process)", ratio,
                 "<= 0.4", ratio <= 0.4)
-  count = rows[f"{command}, second process"][0]
+  count = runs[1][1]
   report.target(f"programs the second {command} compiled (not in the "
                 "cache)", count, "0", count == 0)
   report.setup.update({"repeat_n_train": n, "repeat_epochs": epochs,
                        "repeat_batch": REPEAT_BATCH,
                        "repeat_sizes": (64, 128, 2),
-                       "run_pairs": [{"first_s": a, "second_s": b,
-                                      "ratio": b / a}
-                                     for a, b, _, _ in pairs]})
+                       "run_pairs": [{"first_s": p[0][0], "second_s": p[1][0],
+                                      "ratio": p[1][0] / p[0][0],
+                                      "figures_drawn": [r[2] for r in p],
+                                      **({"second_figures_off_s": p[2][0]}
+                                         if len(p) > 2 else {})}
+                                     for p in pairs]})
 
 
 def run(size: str = "full") -> common.Report:
@@ -206,7 +232,7 @@ def run(size: str = "full") -> common.Report:
       "compile", f"time to the first finished step, MLP "
       f"{'-'.join(map(str, sizes))}, batch {BATCH}",
       ["seconds", "lower_s", "compile_s", "run_s", "spread",
-       "compilations"])
+       "compilations", "figures_drawn"])
   report.setup = {"sizes": sizes, "batch": BATCH, "repeats": cfg["repeats"]}
   n = 8 * BATCH
   x, y = throughput.synthetic(n)

@@ -59,6 +59,12 @@ def test_benchmark_runs_on_tiny_size(tmp_path, name):
     rows = {row["case"]: row for row in report["rows"]}
     chunks = [rows[case]["chunk_compilations"] for case in TRACKING_ROWS]
     assert chunks == [1, 0, 0], chunks
+  if name == "compile_time":  # the second `gdlab run` draws no figure anew
+    rows = {row["case"]: row for row in report["rows"]}
+    first, second = (rows[f"gdlab run closed_form --smoke, {p} process"]
+                     for p in ("first", "second"))
+    assert first["figures_drawn"] > 0 and second["figures_drawn"] == 0
+    assert second["compilations"] == 0
 
 
 def test_optional_peers_honour_without(monkeypatch):
