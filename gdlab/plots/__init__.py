@@ -7,7 +7,9 @@ Contract: every figure function draws one figure and takes a ``path``:
 * ``path`` given: the figure is written as a PNG to ``path`` (creating the
   folder) and the function returns ``path`` as a ``pathlib.Path``, the link
   a report embeds.  The figure itself is dropped: reports write dozens of
-  figures and none stays in memory.
+  figures and none stays in memory.  A figure identical to one saved before
+  (in this process or another) is copied from the figure cache instead of
+  drawn again (``_cache``; ``GDLAB_FIGURE_CACHE=off`` draws every figure).
 
 To both show and keep a figure, draw it without a path and write it with
 :func:`save_png`.  Figures are ``matplotlib.figure.Figure`` objects rendered
@@ -62,7 +64,8 @@ Inputs:
 
 The modules, one concern each: ``_figures`` (the figure, its output, legend,
 marks and axes), ``_labels`` (naming, labelling and colouring runs),
-``_series`` (a run's series on an x axis, thinned and smoothed), ``runs``
+``_series`` (a run's series on an x axis, thinned and smoothed), ``_cache``
+(the figure cache: a PNG saved again is copied, not drawn), ``runs``
 (:func:`loss_curves`, :func:`step_sizes`, :func:`tracked`), ``sweeps``
 (:func:`sensitivity`, :func:`strip`) and ``surfaces`` (:func:`surface`).
 Every name is reached from the package:
