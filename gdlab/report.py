@@ -773,7 +773,7 @@ def _work_figure(runs: Mapping[str, results.RunRecord], grad, out: Path, *,
       title=f"{what.lower()} against the work spent (record-gradients)")
   fig.axes[0].set_xlabel(
       "record-gradients (gradient evaluations x records in each)")
-  return _Figure(f"{what} against record-gradients", plots.save_png(
+  return _Figure(f"{what} against record-gradients", plots.finish(
       fig, path), (
           "Work in record-gradients: a gradient evaluation on b records "
           "counts b, so that full-batch and stochastic runs compare per unit "

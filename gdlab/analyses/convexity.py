@@ -126,8 +126,8 @@ def seed_spread(exp, out, run_dirs, smoke=False) -> list[Section]:
   fig = plots.strip(finals, all_seeds, xlabel="seed",
                     ylabel="final training loss",
                     title="final training loss of each seed (dashed: median)")
-  figures.insert(0, plots.save_png(fig,
-                                   out / results.PLOTS / "seed_spread.png"))
+  figures.insert(0, plots.finish(fig,
+                                 out / results.PLOTS / "seed_spread.png"))
   results.write_json(out / "seed_spread.json", payload)
   text = (
       f"Each variant trained from {len(seeds)} seeds (initial parameters; "

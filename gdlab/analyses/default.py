@@ -198,7 +198,7 @@ def methods(exp, out, run_dirs, smoke=False) -> list[Section]:
   ax.axhline(target, color="0.4", ls=":", lw=1.2, zorder=0,
              label=f"common loss {target:.3g} ({worst['run']}'s final)")
   plots.place_legend(ax)
-  figure = plots.save_png(
+  figure = plots.finish(
       fig, out / results.PLOTS / "methods_loss_record_grads.png")
   reading = _reading(rows, n, target, worst["run"])
   results.write_json(out / "methods.json", {

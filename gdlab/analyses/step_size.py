@@ -204,7 +204,7 @@ def step_size(exp, out, run_dirs, smoke=False) -> list[Section]:
                           title=f"{exp.name}: training loss per step")
   # Room between the title and the triangles on the top edge.
   fig.axes[0].set_title(fig.axes[0].get_title(), pad=14)
-  losses = plots.save_png(fig, plot_dir / "step_size_loss.png")
+  losses = plots.finish(fig, plot_dir / "step_size_loss.png")
   results.write_json(out / "step_size.json", {"runs": rows,
                                                "least_squares": lsq})
   text = (

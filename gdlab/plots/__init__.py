@@ -7,12 +7,14 @@ Contract: every figure function draws one figure and takes a ``path``:
 * ``path`` given: the figure is written as a PNG to ``path`` (creating the
   folder) and the function returns ``path`` as a ``pathlib.Path``, the link
   a report embeds.  The figure itself is dropped: reports write dozens of
-  figures and none stays in memory.  A figure identical to one saved before
-  (in this process or another) is copied from the figure cache instead of
-  drawn again (``_cache``; ``GDLAB_FIGURE_CACHE=off`` draws every figure).
+  figures and none stays in memory.  A figure identical to one written
+  before (in this process or another) is copied from the figure cache
+  instead of drawn again (``_cache``; ``GDLAB_FIGURE_CACHE=off`` draws every
+  figure).
 
 To both show and keep a figure, draw it without a path and write it with
-:func:`save_png`.  Figures are ``matplotlib.figure.Figure`` objects rendered
+:func:`save_png` (which always draws: the figure may hold the user's own
+additions).  Figures are ``matplotlib.figure.Figure`` objects rendered
 by the Agg canvas; pyplot is never imported.  So the package works headless
 (no display, no GUI toolkit) and leaves the process's backend and pyplot's
 figure registry as they were: importing it in a notebook does not change how
@@ -65,7 +67,7 @@ Inputs:
 The modules, one concern each: ``_figures`` (the figure, its output, legend,
 marks and axes), ``_labels`` (naming, labelling and colouring runs),
 ``_series`` (a run's series on an x axis, thinned and smoothed), ``_cache``
-(the figure cache: a PNG saved again is copied, not drawn), ``runs``
+(the figure cache: a figure written again is copied, not drawn), ``runs``
 (:func:`loss_curves`, :func:`step_sizes`, :func:`tracked`), ``sweeps``
 (:func:`sensitivity`, :func:`strip`) and ``surfaces`` (:func:`surface`).
 Every name is reached from the package:

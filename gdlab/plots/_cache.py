@@ -1,36 +1,46 @@
-"""The figure cache: a PNG drawn once is copied, not drawn again.
+"""The figure cache: a figure gdlab drew once is copied, not drawn again.
 
 Drawing is most of what a report costs (0.1 to 0.5 s a figure, against
 milliseconds to build the figure), and a run that is done again, or a
 report that is written again, draws figures identical to the last ones.
-:func:`gdlab.plots.save_png` therefore keeps every PNG it draws under a key
-computed from the figure itself, and copies the kept file when a figure with
-the same key is saved again.
+The figures gdlab draws itself (a figure function given a ``path``, the
+reports, the analyses: :func:`gdlab.plots.finish`) are therefore kept under
+a key computed from the figure, and a figure with the same key is copied
+instead of drawn.  A figure the user hands to :func:`gdlab.plots.save_png`
+is always drawn: it may hold code of the user's that the key cannot see
+through (a function that reads a global the user changed, a class reloaded
+from an edited module).
 
-The key is a SHA-256 of the figure's whole state as ``pickle`` sees it (every
-artist, its data, colours, texts, transforms, locators and formatters), with
-three changes that make it depend on the figure alone:
+The key is a SHA-256 of:
 
-* the transforms' ``_parents`` (back-references keyed by ``id()``, the
-  bookkeeping that invalidates cached transforms) are left out;
-* functions (a ``FuncFormatter``'s, say) count by their code, defaults and
-  closure values, not by their name, and so do the methods of classes
-  defined in ``__main__``, so a function edited in a notebook is a new key;
-* sets are written in sorted order (their own order changes from process to
-  process).
+* the figure's state as ``pickle`` sees it (every artist, its data, colours,
+  texts, transforms, locators and formatters) with these changes: the
+  transforms' ``_parents`` (back-references keyed by ``id()``) are left
+  out; callback registries count by the callbacks they hold (pickling drops
+  them); functions count by their whole code object, defaults, closure
+  values and the globals their code names (modules by name), not by their
+  name; classes defined in ``__main__`` by their attributes along the MRO;
+  sets are written in an order that does not depend on the process (artists
+  by their place in the figure, other elements by ``repr``);
+* what drawing reads besides the figure: every ``rcParams`` value but the
+  backend, the named-colour table, the fonts matplotlib knows, numpy's print
+  options, the numeric locale, the resolution, and the versions of
+  matplotlib, FreeType, numpy, Pillow and zlib.
 
-To these add the versions of matplotlib, numpy and Pillow, the resolution,
-the default font file and every ``rcParams`` value but the backend (some
-are read while drawing).  The same figure gives the same key in every process; any change
-to what is drawn gives another.  A figure that cannot be pickled is drawn
-and not kept.  Files are written atomically (a temporary file renamed into
-place), and an entry that is not a whole PNG is drawn again and replaced.
+A figure that cannot be keyed is drawn and not kept: one that cannot be
+pickled, one with TeX text (``text.usetex``: the output depends on the TeX
+installation), one holding an image that has been drawn before (its cached
+resampling is not pickled).  Entries are written atomically from the bytes
+drawn (never read back from the output file), and an entry is used only
+when its PNG chunks pass their CRC checks; one that does not is drawn again
+and replaced.
 
 The folder is ``$GDLAB_FIGURE_CACHE`` when it names one (``off``, ``0``,
 ``false`` or ``no`` turn the cache off: every figure is drawn), else
 ``$XDG_CACHE_HOME/gdlab/figures`` or ``~/.cache/gdlab/figures``.  Past
 :data:`MAX_BYTES`, the entries used longest ago are removed.  An unwritable
-folder is not an error: the figure is drawn and not kept.
+folder is not an error: the figure is drawn and not kept; a read-only one
+is read.
 """
 
 from __future__ import annotations
@@ -39,17 +49,27 @@ import contextlib
 import copyreg
 import hashlib
 import io
+import locale
 import os
 import pickle
-import shutil
+import struct
+import sys
+import sysconfig
+import time
 import types
+import zlib
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import PIL
+from matplotlib import cbook
+from matplotlib import colors
 from matplotlib import font_manager
+from matplotlib import ft2font
+from matplotlib import image
 from matplotlib import transforms
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 
 from gdlab import _paths
@@ -58,10 +78,15 @@ ENV = "GDLAB_FIGURE_CACHE"
 # The cache's size, past which the entries used longest ago are removed
 # (down to three quarters of it).
 MAX_BYTES = 256 * 2**20
+# Temporary files older than this (seconds) are left by killed writers.
+STALE_TEMPORARY_S = 3600
 _PNG_START = b"\x89PNG\r\n\x1a\n"
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 # What this process did: figures drawn, and figures copied from the cache.
 counts = {"drawn": 0, "reused": 0}
+
+
+class Unkeyable(Exception):
+  """A figure holds something the key cannot account for."""
 
 
 def folder() -> Path | None:
@@ -70,7 +95,52 @@ def folder() -> Path | None:
 
 
 def _code(code: types.CodeType) -> tuple:
-  return (code.co_code, code.co_consts, code.co_names, code.co_varnames)
+  """Everything of a code object but its name and place in a file."""
+  return (code.co_code, code.co_consts, code.co_names, code.co_varnames,
+          code.co_freevars, code.co_cellvars, code.co_argcount,
+          code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags,
+          getattr(code, "co_exceptiontable", b""))
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+  names = set(code.co_names)
+  for const in code.co_consts:
+    if isinstance(const, types.CodeType):
+      names |= _global_names(const)
+  return names
+
+
+def _library_folders() -> tuple[str, ...]:
+  paths = sysconfig.get_paths()
+  return tuple(os.path.realpath(paths[k]) + os.sep
+               for k in ("stdlib", "platstdlib", "purelib", "platlib"))
+
+
+_LIBRARIES = _library_folders()
+
+
+def _own(module: str | None) -> bool:
+  """Whether functions of ``module`` count by their code: gdlab's and any
+  that is not an installed library's (the user's session's, a script's).
+  An installed library's count by name: its version is in the key."""
+  top = (module or "").split(".")[0]
+  if top == "gdlab":
+    return True
+  file = getattr(sys.modules.get(top), "__file__", None)
+  if top == "builtins" or (file is None and top in sys.modules):
+    return False
+  return not (file and os.path.realpath(file).startswith(_LIBRARIES))
+
+
+def _fresh(name: str) -> str:
+  """A new string object equal to ``name``.
+
+  ``pickle`` writes a string object met before as a reference to it, so its
+  output depends on which equal strings are one object, and that differs
+  from process to process for the names read off modules and functions.
+  Fresh copies are never met before: always written out.
+  """
+  return name[:1] + name[1:]
 
 
 class _KeyPickler(pickle.Pickler):
@@ -79,106 +149,180 @@ class _KeyPickler(pickle.Pickler):
   Its output is hashed, never read back.
   """
 
+  def __init__(self, file, fig: Figure):
+    super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+    self._fig = fig
+    self._artists: dict[int, int] | None = None
+
+  def _order(self, x) -> tuple:
+    """A sort key of a set's element that no process's hashing changes."""
+    if isinstance(x, (set, frozenset)):
+      return ("set", tuple(sorted(self._order(e) for e in x)))
+    if isinstance(x, Artist):
+      # Axes (the sets of shared axes) by their place in the figure; other
+      # artists by their place in a walk of it (which makes the axes'
+      # ticks: only when a set needs it).
+      if x in self._fig.axes:
+        return ("axes", self._fig.axes.index(x))
+      if self._artists is None:
+        self._artists = {id(a): i for i, a in enumerate(self._fig.findobj())}
+      if id(x) not in self._artists:
+        raise Unkeyable(f"a set holds an artist outside the figure: {x!r}")
+      return ("artist", self._artists[id(x)])
+    return ("value", type(x).__qualname__, repr(x))
+
+  def persistent_id(self, obj):
+    # The C pickler writes sets without asking reducer_override.
+    if isinstance(obj, (set, frozenset)):
+      return ("set", sorted(obj, key=self._order))
+    return None
+
   def reducer_override(self, obj):
     if isinstance(obj, transforms.TransformNode):
       state = {k: v for k, v in obj.__getstate__().items()
                if k != "_parents"}
       return copyreg.__newobj__, (type(obj),), state
-    if isinstance(obj, types.FunctionType):
+    if isinstance(obj, cbook.CallbackRegistry):
+      held = [(signal, [proxy() for proxy in by_id.values()])
+              for signal, by_id in sorted(obj.callbacks.items())]
+      return tuple, (("callbacks", held),)
+    if isinstance(obj, image._ImageBase) and getattr(obj, "_imcache",
+                                                     None) is not None:
+      raise Unkeyable("an image drawn before (its resampling is cached)")
+    if isinstance(obj, types.FunctionType) and _own(obj.__module__):
       cells = tuple(c.cell_contents for c in obj.__closure__ or ())
-      return tuple, ((obj.__module__, obj.__qualname__, obj.__code__,
-                      obj.__defaults__, obj.__kwdefaults__, cells),)
+      names = sorted(_global_names(obj.__code__) & obj.__globals__.keys())
+      used = [(_fresh(n), obj.__globals__[n]) for n in names]
+      return tuple, (("function", _fresh(obj.__module__),
+                      _fresh(obj.__qualname__), obj.__code__, obj.__defaults__,
+                      obj.__kwdefaults__, cells, used),)
     if isinstance(obj, types.MethodType):
-      return tuple, ((obj.__self__, obj.__func__),)
+      return tuple, (("method", obj.__self__, obj.__func__),)
     if isinstance(obj, types.CodeType):
       return tuple, (_code(obj),)
+    if isinstance(obj, types.ModuleType):
+      return tuple, (("module", _fresh(obj.__name__)),)
     if isinstance(obj, type) and obj.__module__ == "__main__":
-      methods = {k: v for k, v in vars(obj).items()
-                 if isinstance(v, (types.FunctionType, classmethod,
-                                   staticmethod, property))}
-      return tuple, ((obj.__qualname__, [b.__qualname__ for b in obj.__mro__],
-                      sorted(methods.items())),)
+      attributes = [(c.__qualname__, sorted(
+          (k, v) for k, v in vars(c).items()
+          if not (k.startswith("__") and k.endswith("__"))))
+                    for c in obj.__mro__ if c.__module__ == "__main__"]
+      return tuple, (("class", obj.__qualname__,
+                      [c.__qualname__ for c in obj.__mro__], attributes),)
     if isinstance(obj, (classmethod, staticmethod)):
       return tuple, ((type(obj).__name__, obj.__func__),)
     if isinstance(obj, property):
-      return tuple, ((obj.fget, obj.fset, obj.fdel),)
+      return tuple, (("property", obj.fget, obj.fset, obj.fdel),)
     return NotImplemented
 
-  # The C pickler writes sets without asking reducer_override.
-  def persistent_id(self, obj):
-    if type(obj) in (set, frozenset):
-      return ("set", sorted(obj, key=repr))
-    return None
 
-
-def _pickled(fig: Figure) -> bytes | None:
+def _pickled(fig: Figure) -> bytes:
   buffer = io.BytesIO()
   try:
-    _KeyPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(fig)
-  except Exception:  # pylint: disable=broad-except
-    return None  # A figure holding something unpicklable is not kept.
+    _KeyPickler(buffer, fig).dump(fig)
+  except Unkeyable:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise Unkeyable(f"the figure cannot be pickled: {e!r}") from e
   return buffer.getvalue()
+
+
+def _drawing_context(dpi: float) -> bytes:
+  """What drawing reads besides the figure (see the module doc)."""
+  params = matplotlib.rcParams
+  if params["text.usetex"]:
+    raise Unkeyable("TeX text: the output depends on the TeX installation")
+  fonts = sorted((f.fname, f.name, f.style, f.weight, f.stretch)
+                 for f in font_manager.fontManager.ttflist)
+  context = (
+      matplotlib.__version__, ft2font.__freetype_version__, np.__version__,
+      PIL.__version__, zlib.ZLIB_RUNTIME_VERSION, float(dpi),
+      # Not the backend: reading it resolves it (imports pyplot), and the
+      # figures draw on their own Agg canvas.
+      sorted((k, repr(params[k])) for k in params if k != "backend"),
+      sorted(colors.get_named_colors_mapping().items()), fonts,
+      sorted(np.get_printoptions().items(), key=lambda kv: kv[0]),
+      locale.setlocale(locale.LC_NUMERIC))
+  return repr(context).encode()
 
 
 def key(fig: Figure, dpi: float) -> str | None:
   """The cache key of ``fig`` drawn at ``dpi`` (``None``: not cacheable)."""
-  state = _pickled(fig)
-  if state is None:
+  try:
+    context, state = _drawing_context(dpi), _pickled(fig)
+  except Unkeyable:
     return None
-  h = hashlib.sha256()
-  context = (matplotlib.__version__, np.__version__, PIL.__version__,
-             float(dpi), font_manager.findfont(font_manager.FontProperties()),
-             # Not the backend: reading it resolves it (imports pyplot), and
-             # the figures draw on their own Agg canvas.
-             sorted((k, repr(matplotlib.rcParams[k]))
-                    for k in matplotlib.rcParams if k != "backend"))
-  h.update(repr(context).encode())
+  h = hashlib.sha256(context)
   h.update(state)
   return h.hexdigest()
 
 
-def _whole_png(path: Path) -> bool:
+def whole_png(data: bytes) -> bool:
+  """Whether ``data`` is a PNG whose every chunk passes its CRC, to IEND."""
+  if not data.startswith(_PNG_START):
+    return False
+  at = len(_PNG_START)
+  while at + 12 <= len(data):
+    length, kind = struct.unpack(">I4s", data[at:at + 8])
+    end = at + 8 + length
+    if end + 4 > len(data):
+      return False
+    (crc,) = struct.unpack(">I", data[end:end + 4])
+    if zlib.crc32(data[at + 4:end]) != crc:
+      return False
+    if kind == b"IEND":
+      return end + 4 == len(data)
+    at = end + 4
+  return False
+
+
+def entry_for(fig: Figure, dpi: float) -> Path | None:
+  """Where the cache keeps ``fig`` drawn at ``dpi``; None when it is not
+  kept (the cache is off, or the figure cannot be keyed)."""
+  where = folder()
+  if where is None:
+    return None
+  k = key(fig, dpi)
+  return None if k is None else where / f"{k}.png"
+
+
+def read(entry: Path) -> bytes | None:
+  """The PNG kept as ``entry``, or None when there is none, or not whole."""
   try:
-    with open(path, "rb") as f:
-      if f.read(len(_PNG_START)) != _PNG_START:
-        return False
-      f.seek(-len(_PNG_END), os.SEEK_END)
-      return f.read() == _PNG_END
+    data = entry.read_bytes()
   except OSError:
-    return False
-
-
-def fetch(entry: Path, path: Path) -> bool:
-  """Copies the cache's ``entry`` to ``path``; False when it has none."""
-  if not _whole_png(entry):
-    return False
-  try:
-    shutil.copyfile(entry, path)
+    return None
+  if not whole_png(data):
+    return None
+  with contextlib.suppress(OSError):  # a read-only cache is still read
     os.utime(entry)  # used now: the last to be removed
-  except OSError:
-    return False
   counts["reused"] += 1
-  return True
+  return data
 
 
-def store(path: Path, entry: Path) -> None:
-  """Keeps the drawn ``path`` as ``entry``; an unwritable cache is skipped."""
-
-  def copy(f):
-    with open(path, "rb") as src:
-      shutil.copyfileobj(src, f)
-  if _paths.write_cache_file(entry, copy):
+def write(entry: Path, data: bytes) -> None:
+  """Keeps ``data`` as ``entry``; an unwritable cache is skipped."""
+  if _paths.write_cache_file(entry, lambda f: f.write(data)):
     prune(entry.parent)
 
 
 def prune(where: Path, max_bytes: int | None = None) -> None:
   """Removes the entries used longest ago while ``where`` holds more than
-  ``max_bytes`` (default :data:`MAX_BYTES`), down to three quarters of it."""
+  ``max_bytes`` (default :data:`MAX_BYTES`), down to three quarters of it,
+  and the temporary files of writers killed over an hour ago."""
   limit = MAX_BYTES if max_bytes is None else max_bytes
+  now = time.time()
+  entries = []
   try:
-    entries = [(e.stat().st_mtime, e.stat().st_size, e.path)
-               for e in os.scandir(where)
-               if e.is_file() and e.name.endswith(".png")]
+    for e in os.scandir(where):
+      with contextlib.suppress(OSError):
+        if not e.is_file():
+          continue
+        stat = e.stat()
+        if e.name.endswith(".tmp") and now - stat.st_mtime > STALE_TEMPORARY_S:
+          os.unlink(e.path)
+        elif e.name.endswith(".png"):
+          entries.append((stat.st_mtime, stat.st_size, e.path))
   except OSError:
     return
   total = sum(size for _, size, _ in entries)
@@ -189,14 +333,5 @@ def prune(where: Path, max_bytes: int | None = None) -> None:
       break
     with contextlib.suppress(OSError):
       os.unlink(name)
-      total -= size
-
-
-def entry_for(fig: Figure, dpi: float) -> Path | None:
-  """Where the cache keeps ``fig`` drawn at ``dpi``; None when it is not
-  kept (the cache is off, or the figure cannot be pickled)."""
-  where = folder()
-  if where is None:
-    return None
-  k = key(fig, dpi)
-  return None if k is None else where / f"{k}.png"
+    # Gone either way: removed here, or by another process pruning too.
+    total -= size

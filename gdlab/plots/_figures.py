@@ -47,28 +47,39 @@ def _keep_layout(fig: Figure) -> None:
 
 
 def save_png(fig: Figure, path) -> Path:
-  """Writes ``fig`` as a PNG to ``path`` (creating the folder); returns it.
-
-  A figure saved before, here or by another process, is copied from the
-  figure cache (:mod:`gdlab.plots._cache`) instead of being drawn again;
-  ``GDLAB_FIGURE_CACHE=off`` draws every figure.
-  """
+  """Writes ``fig`` as a PNG to ``path`` (creating the folder); returns it."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  entry = _cache.entry_for(fig, DPI)
-  if entry is not None and _cache.fetch(entry, path):
-    return path
   fig.savefig(path, dpi=DPI, format="png")
   _cache.counts["drawn"] += 1
   _keep_layout(fig)
-  if entry is not None:
-    _cache.store(path, entry)
   return path
 
 
 def finish(fig: Figure, path) -> Figure | Path:
-  """``fig`` when ``path`` is None, else :func:`save_png` ``(fig, path)``."""
-  return fig if path is None else save_png(fig, path)
+  """``fig`` when ``path`` is None, else ``fig`` written to ``path``.
+
+  For the figures gdlab draws itself (the figure functions, the reports and
+  the analyses): a figure identical to one written before, here or by
+  another process, is copied from the figure cache (:mod:`_cache`) rather
+  than drawn.  ``GDLAB_FIGURE_CACHE=off`` draws every figure.
+  """
+  if path is None:
+    return fig
+  path = Path(path)
+  entry = _cache.entry_for(fig, DPI)
+  data = None if entry is None else _cache.read(entry)
+  if data is None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
+    _cache.counts["drawn"] += 1
+    _keep_layout(fig)
+    data = buffer.getvalue()
+    if entry is not None:
+      _cache.write(entry, data)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(data)
+  return path
 
 
 def _wrap(label: str, width: int = 26) -> str:
