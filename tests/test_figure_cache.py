@@ -7,12 +7,14 @@ figure or in what drawing reads besides it, must give a new key or none
 process (checked in a process with another hash seed).
 """
 
+import importlib
 import io
 import json
 import os
 import subprocess
 import sys
 import threading
+import types
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +23,7 @@ import pytest
 from matplotlib import colors
 from matplotlib import font_manager
 from matplotlib import ticker
+import tqdm
 
 from gdlab import plots
 from gdlab.history import History
@@ -198,6 +201,74 @@ def test_every_change_to_what_is_drawn_gives_another_key(monkeypatch):
   assert None not in keys.values(), keys
   assert len(set(keys.values())) == len(keys), keys
   assert _cache.key(fig, plots.DPI) == base  # all undone
+
+
+CELL = """
+UNIT = "s"
+
+def with_unit(v, _):
+  return f"{v:.1f} {UNIT}"
+
+class Seconds:
+  def __call__(self, v, _):
+    return f"{v:.1f} %s"
+"""
+
+
+def test_code_of_a_notebook_and_of_the_users_modules_counts_by_what_it_is(
+    tmp_path, monkeypatch):
+  keys = {}
+  # A notebook's __main__ has no file (IPython's): its code counts by what
+  # it is, as a script's does.  A cell run again with another global, or
+  # another dunder method.
+  notebook = types.ModuleType("__main__")
+  monkeypatch.setitem(sys.modules, "__main__", notebook)
+  exec(CELL % "s", notebook.__dict__)  # pylint: disable=exec-used
+  keys["notebook function"] = _cache.key(
+      _figure(formatter=notebook.with_unit), plots.DPI)
+  keys["notebook class"] = _cache.key(
+      _figure(formatter=notebook.Seconds()), plots.DPI)
+  notebook.UNIT = "ms"
+  keys["its global changed"] = _cache.key(
+      _figure(formatter=notebook.with_unit), plots.DPI)
+  exec(CELL % "ms", notebook.__dict__)  # pylint: disable=exec-used
+  keys["its __call__ changed"] = _cache.key(
+      _figure(formatter=notebook.Seconds()), plots.DPI)
+  # A module of the user's, in a namespace package, edited and reloaded.
+  package = tmp_path / "users_styles"
+  package.mkdir()
+  (package / "units.py").write_text(CELL % "s")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  units = importlib.import_module("users_styles.units")
+  assert getattr(sys.modules["users_styles"], "__file__", None) is None
+  keys["module class"] = _cache.key(_figure(formatter=units.Seconds()),
+                                    plots.DPI)
+  (package / "units.py").write_text(CELL % "min")
+  importlib.reload(units)
+  keys["module class edited"] = _cache.key(
+      _figure(formatter=units.Seconds()), plots.DPI)
+  # An installed library's function counts by name and the library's
+  # version.
+  formatter = tqdm.tqdm.format_sizeof
+  keys["library function"] = _cache.key(_figure(formatter=formatter),
+                                        plots.DPI)
+  assert _cache.key(_figure(formatter=formatter), plots.DPI) == keys[
+      "library function"]
+  monkeypatch.setattr(_cache, "_version", lambda top: f"{top} 99.0")
+  keys["another version of it"] = _cache.key(_figure(formatter=formatter),
+                                             plots.DPI)
+  monkeypatch.setenv("FREETYPE_PROPERTIES", "truetype:interpreter-version=35")
+  keys["FreeType's settings"] = _cache.key(_figure(), plots.DPI)
+  assert None not in keys.values(), keys
+  assert len(set(keys.values())) == len(keys), keys
+
+
+def test_a_recursive_function_is_keyed_by_its_code():
+  def countdown(v, pos):
+    return countdown(v - 1, pos) if v > 0 else f"{pos}"
+  one = _cache.key(_figure(formatter=countdown), plots.DPI)
+  assert one is not None
+  assert _cache.key(_figure(formatter=countdown), plots.DPI) == one
 
 
 def test_figures_that_cannot_be_keyed_are_not():

@@ -17,14 +17,19 @@ The key is a SHA-256 of:
   texts, transforms, locators and formatters) with these changes: the
   transforms' ``_parents`` (back-references keyed by ``id()``) are left
   out; callback registries count by the callbacks they hold (pickling drops
-  them); functions count by their whole code object, defaults, closure
-  values and the globals their code names (modules by name), not by their
-  name; classes defined in ``__main__`` by their attributes along the MRO;
-  sets are written in an order that does not depend on the process (artists
-  by their place in the figure, other elements by ``repr``);
+  them); functions and classes that are not an installed library's
+  (gdlab's, a notebook's, a script's, the user's modules) count by what
+  they are, not by their name: a function by its whole code object,
+  defaults, closure values and the globals its code names (modules by
+  name), a class by what it and its bases define (methods, dunder ones
+  too, by their code); an installed library's count by name and the
+  library's version; sets are written in an order that does not depend on
+  the process (artists by their place in the figure, other elements by
+  ``repr``);
 * what drawing reads besides the figure: every ``rcParams`` value but the
   backend, the named-colour table, the fonts matplotlib knows, numpy's print
-  options, the numeric locale, the resolution, and the versions of
+  options, the numeric locale, FreeType's settings
+  (``FREETYPE_PROPERTIES``), the resolution, and the versions of Python,
   matplotlib, FreeType, numpy, Pillow and zlib.
 
 A figure that cannot be keyed is drawn and not kept: one that cannot be
@@ -47,7 +52,9 @@ from __future__ import annotations
 
 import contextlib
 import copyreg
+import functools
 import hashlib
+import importlib.metadata
 import io
 import locale
 import os
@@ -85,6 +92,10 @@ _PNG_START = b"\x89PNG\r\n\x1a\n"
 counts = {"drawn": 0, "reused": 0}
 
 
+# Class attributes that are code: counted even under a dunder name.
+_METHODS = (types.FunctionType, classmethod, staticmethod, property)
+
+
 class Unkeyable(Exception):
   """A figure holds something the key cannot account for."""
 
@@ -120,16 +131,45 @@ _LIBRARIES = _library_folders()
 
 
 def _own(module: str | None) -> bool:
-  """Whether functions of ``module`` count by their code: gdlab's and any
-  that is not an installed library's (the user's session's, a script's).
-  An installed library's count by name: its version is in the key."""
+  """Whether functions and classes of ``module`` count by their code:
+  gdlab's and any that is not an installed library's (a notebook's or
+  session's ``__main__``, a script's, a namespace package's, a module made
+  at run time).  An installed library's count by name and the library's
+  version (:func:`_version`)."""
   top = (module or "").split(".")[0]
-  if top == "gdlab":
+  if top in ("gdlab", "__main__"):
     return True
-  file = getattr(sys.modules.get(top), "__file__", None)
-  if top == "builtins" or (file is None and top in sys.modules):
+  if top in sys.stdlib_module_names or top in sys.builtin_module_names:
     return False
-  return not (file and os.path.realpath(file).startswith(_LIBRARIES))
+  found = sys.modules.get(top)
+  file = getattr(found, "__file__", None)
+  places = [file] if file else list(getattr(found, "__path__", None) or ())
+  return not places or not all(
+      os.path.realpath(p).startswith(_LIBRARIES) for p in places)
+
+
+# Libraries whose versions are in every key (see _drawing_context).
+_KEYED_LIBRARIES = {"builtins": "", "matplotlib": "", "mpl_toolkits": "",
+                    "numpy": "", "PIL": ""}
+
+
+@functools.cache
+def _version(top: str) -> str:
+  """The version of the installed library whose top-level module is
+  ``top``; :class:`Unkeyable` when it cannot be told."""
+  if top in _KEYED_LIBRARIES:
+    return _KEYED_LIBRARIES[top]
+  if top in sys.stdlib_module_names:
+    return sys.version
+  try:
+    return importlib.metadata.version(top)
+  except (importlib.metadata.PackageNotFoundError, ValueError):
+    pass
+  # The distribution is named otherwise than its module (slow: only here).
+  names = importlib.metadata.packages_distributions().get(top)
+  if not names:
+    raise Unkeyable(f"the version of the library {top!r} is not known")
+  return repr(sorted((n, importlib.metadata.version(n)) for n in names))
 
 
 def _fresh(name: str) -> str:
@@ -153,6 +193,36 @@ class _KeyPickler(pickle.Pickler):
     super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
     self._fig = fig
     self._artists: dict[int, int] | None = None
+    # Functions and classes written out by their code, and not yet done: a
+    # second meeting (recursion) writes their name only.
+    self._open: set[int] = set()
+    # The top-level modules of the libraries whose functions and classes
+    # are written by name, with their versions (see :meth:`versions`).
+    self._libraries: set[str] = set()
+
+  def versions(self) -> list[tuple[str, str]]:
+    return [(top, _version(top)) for top in sorted(self._libraries)]
+
+  def _by_code(self, obj, reduction: tuple):
+    """Writes ``reduction`` for ``obj``, or only ``obj``'s name while
+    ``obj``'s own reduction is being written (a recursive function, a
+    method naming its class)."""
+    if id(obj) in self._open:
+      return tuple, (("again", _fresh(obj.__module__),
+                      _fresh(obj.__qualname__)),)
+    self._open.add(id(obj))
+    # Saved here, while ``obj`` is open: pickle saves a reduction's
+    # arguments after ``reducer_override`` returns.
+    buffer = io.BytesIO()
+    inner = _KeyPickler(buffer, self._fig)
+    inner._open, inner._artists = self._open, self._artists
+    inner._libraries = self._libraries
+    try:
+      inner.dump(reduction)
+    finally:
+      self._open.discard(id(obj))
+      self._artists = inner._artists
+    return tuple, ((reduction[0], hashlib.sha256(buffer.getvalue()).digest()),)
 
   def _order(self, x) -> tuple:
     """A sort key of a set's element that no process's hashing changes."""
@@ -189,26 +259,40 @@ class _KeyPickler(pickle.Pickler):
     if isinstance(obj, image._ImageBase) and getattr(obj, "_imcache",
                                                      None) is not None:
       raise Unkeyable("an image drawn before (its resampling is cached)")
-    if isinstance(obj, types.FunctionType) and _own(obj.__module__):
+    if isinstance(obj, types.FunctionType):
+      if not _own(obj.__module__):
+        # By name (some, made at run time, cannot be found by it).
+        self._libraries.add(obj.__module__.split(".")[0])
+        return tuple, (("library function", _fresh(obj.__module__),
+                        _fresh(obj.__qualname__)),)
       cells = tuple(c.cell_contents for c in obj.__closure__ or ())
       names = sorted(_global_names(obj.__code__) & obj.__globals__.keys())
       used = [(_fresh(n), obj.__globals__[n]) for n in names]
-      return tuple, (("function", _fresh(obj.__module__),
-                      _fresh(obj.__qualname__), obj.__code__, obj.__defaults__,
-                      obj.__kwdefaults__, cells, used),)
+      return self._by_code(obj, ("function", _fresh(obj.__module__),
+                                 _fresh(obj.__qualname__), obj.__code__,
+                                 obj.__defaults__, obj.__kwdefaults__, cells,
+                                 used))
     if isinstance(obj, types.MethodType):
       return tuple, (("method", obj.__self__, obj.__func__),)
     if isinstance(obj, types.CodeType):
       return tuple, (_code(obj),)
     if isinstance(obj, types.ModuleType):
       return tuple, (("module", _fresh(obj.__name__)),)
-    if isinstance(obj, type) and obj.__module__ == "__main__":
-      attributes = [(c.__qualname__, sorted(
-          (k, v) for k, v in vars(c).items()
-          if not (k.startswith("__") and k.endswith("__"))))
-                    for c in obj.__mro__ if c.__module__ == "__main__"]
-      return tuple, (("class", obj.__qualname__,
-                      [c.__qualname__ for c in obj.__mro__], attributes),)
+    if isinstance(obj, type):
+      if not _own(obj.__module__):
+        self._libraries.add(obj.__module__.split(".")[0])
+        return NotImplemented
+      # By what the class and its own bases define: methods (dunder ones
+      # too) by their code, other attributes by value.
+      attributes = [(_fresh(c.__qualname__), sorted(
+          (_fresh(k), v) for k, v in vars(c).items()
+          if not (k.startswith("__") and k.endswith("__"))
+          or isinstance(v, _METHODS)))
+                    for c in obj.__mro__ if _own(c.__module__)]
+      return self._by_code(obj, (
+          "class", _fresh(obj.__module__), _fresh(obj.__qualname__),
+          [(_fresh(c.__module__), _fresh(c.__qualname__))
+           for c in obj.__mro__], attributes))
     if isinstance(obj, (classmethod, staticmethod)):
       return tuple, ((type(obj).__name__, obj.__func__),)
     if isinstance(obj, property):
@@ -216,15 +300,19 @@ class _KeyPickler(pickle.Pickler):
     return NotImplemented
 
 
-def _pickled(fig: Figure) -> bytes:
+def _pickled(fig: Figure) -> tuple[bytes, list[tuple[str, str]]]:
+  """The figure as the key sees it, and the versions of the libraries whose
+  code it holds by name."""
   buffer = io.BytesIO()
+  pickler = _KeyPickler(buffer, fig)
   try:
-    _KeyPickler(buffer, fig).dump(fig)
+    pickler.dump(fig)
+    versions = pickler.versions()
   except Unkeyable:
     raise
   except Exception as e:  # pylint: disable=broad-except
     raise Unkeyable(f"the figure cannot be pickled: {e!r}") from e
-  return buffer.getvalue()
+  return buffer.getvalue(), versions
 
 
 def _drawing_context(dpi: float) -> bytes:
@@ -235,8 +323,10 @@ def _drawing_context(dpi: float) -> bytes:
   fonts = sorted((f.fname, f.name, f.style, f.weight, f.stretch)
                  for f in font_manager.fontManager.ttflist)
   context = (
-      matplotlib.__version__, ft2font.__freetype_version__, np.__version__,
-      PIL.__version__, zlib.ZLIB_RUNTIME_VERSION, float(dpi),
+      sys.version, matplotlib.__version__, ft2font.__freetype_version__,
+      np.__version__, PIL.__version__, zlib.ZLIB_RUNTIME_VERSION, float(dpi),
+      # FreeType's hinting and rendering settings.
+      os.environ.get("FREETYPE_PROPERTIES"),
       # Not the backend: reading it resolves it (imports pyplot), and the
       # figures draw on their own Agg canvas.
       sorted((k, repr(params[k])) for k in params if k != "backend"),
@@ -249,11 +339,12 @@ def _drawing_context(dpi: float) -> bytes:
 def key(fig: Figure, dpi: float) -> str | None:
   """The cache key of ``fig`` drawn at ``dpi`` (``None``: not cacheable)."""
   try:
-    context, state = _drawing_context(dpi), _pickled(fig)
+    context, (state, versions) = _drawing_context(dpi), _pickled(fig)
   except Unkeyable:
     return None
   h = hashlib.sha256(context)
   h.update(state)
+  h.update(repr(versions).encode())
   return h.hexdigest()
 
 
