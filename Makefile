@@ -7,10 +7,14 @@ PYTEST_ARGS ?= -n 2 -q
 
 .PHONY: install test demo bench notebooks clean
 
+# uv installs the same releases as pip, in a third of the time (it fetches
+# and unpacks in parallel); where uv cannot be had, pip does the install.
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	( $(BIN)/python -m pip install --quiet uv \
+	  && $(BIN)/uv pip install --python $(BIN)/python --quiet -e ".[dev]" ) \
+	|| ( $(BIN)/python -m pip install --quiet --upgrade pip \
+	  && $(BIN)/python -m pip install --quiet -e ".[dev]" )
 	touch $(STAMP)
 
 install: $(STAMP)

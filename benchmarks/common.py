@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
 import os
 import platform
 import re
@@ -166,12 +167,14 @@ def machine() -> dict[str, Any]:
           "backend": jax.default_backend(),
           "device": jax.devices()[0].device_kind,
           "device_count": jax.device_count()}
-  for name, module in (("optax", "optax"), ("numpy", "numpy"),
-                       ("scipy", "scipy"), ("sklearn", "sklearn"),
-                       ("torch", "torch")):
+  # Read from the installed distributions: importing scikit-learn, SciPy
+  # or PyTorch only to learn their versions would cost seconds a run.
+  for name, distribution in (("optax", "optax"), ("numpy", "numpy"),
+                             ("scipy", "scipy"), ("sklearn", "scikit-learn"),
+                             ("torch", "torch")):
     try:
-      info[name] = importlib.import_module(module).__version__
-    except ImportError:
+      info[name] = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
       info[name] = None
   return info
 
