@@ -158,15 +158,25 @@ def cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
-def machine() -> dict[str, Any]:
-  """The machine's CPU, core count and software versions."""
+def devices() -> dict[str, Any]:
+  """JAX's backend, the kind of its first device, and their count."""
   import jax  # pylint: disable=g-import-not-at-top
-  info = {"cpu": cpu_model(), "cores": os.cpu_count(),
-          "python": platform.python_version(), "jax": jax.__version__,
-          "platform": platform.platform(),
-          "backend": jax.default_backend(),
+  return {"backend": jax.default_backend(),
           "device": jax.devices()[0].device_kind,
           "device_count": jax.device_count()}
+
+
+def machine(with_devices: bool = True) -> dict[str, Any]:
+  """The machine's CPU, core count and software versions, and its JAX
+  devices (:func:`devices`) unless ``with_devices`` is False: then JAX is
+  not started (a process that runs the benchmarks in children takes them
+  from the children's reports)."""
+  info = {"cpu": cpu_model(), "cores": os.cpu_count(),
+          "python": platform.python_version(),
+          "jax": importlib.metadata.version("jax"),
+          "platform": platform.platform()}
+  if with_devices:
+    info.update(devices())
   # Read from the installed distributions: importing scikit-learn, SciPy
   # or PyTorch only to learn their versions would cost seconds a run.
   for name, distribution in (("optax", "optax"), ("numpy", "numpy"),
@@ -288,5 +298,5 @@ def main(run: Callable[[str], Report], argv: list[str] | None = None) -> int:
   print(render(report), flush=True)
   if args.json:
     with open(args.json, "w", encoding="utf-8") as f:
-      json.dump(report.as_dict(), f, indent=1)
+      json.dump({**report.as_dict(), "devices": devices()}, f, indent=1)
   return 0

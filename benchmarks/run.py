@@ -105,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                  f"{', '.join(BENCHMARKS)}")
   without = [w.strip() for w in args.without.split(",") if w.strip()]
 
-  info = common.machine()
+  info = common.machine(with_devices=False)  # the devices: from a child
   print(f"machine: {info['cpu']}, {info['cores']} cores; jax {info['jax']}, "
         f"torch {info['torch']}, scikit-learn {info['sklearn']}", flush=True)
   t0 = time.perf_counter()
   reports = [run_one(name, args.size, without) for name in names]
+  info.update(next((r.pop("devices") for r in reports if "devices" in r), {}))
   print()
   print(summary(reports))
   result = {

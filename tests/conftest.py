@@ -23,9 +23,12 @@ programs compiled alike.  ``GDLAB_TEST_XLA_DEFAULTS=1`` runs the suite with
 XLA's default options instead.
 """
 
+import importlib.util
+import mmap
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import helpers  # imports JAX without starting its backend
 
@@ -33,8 +36,32 @@ import helpers  # imports JAX without starting its backend
 KNOWN_FLAG = "xla_backend_optimization_level"
 
 
+def _named_in_jaxlib(name: str) -> bool | None:
+  """Whether jaxlib's compiled libraries hold ``name`` (an XLA flag is
+  known exactly when its definition, which holds its name, is compiled
+  in); None when there are none to read."""
+  spec = importlib.util.find_spec("jaxlib")
+  libraries = [p for folder in (spec.submodule_search_locations or ())
+               for p in Path(folder).rglob("*.so*") if p.is_file()]
+  found = False
+  for library in libraries:
+    try:
+      with open(library, "rb") as f, mmap.mmap(
+          f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data.find(name.encode()) >= 0:
+          return True
+      found = True
+    except (OSError, ValueError):  # unreadable, or empty
+      continue
+  return False if found else None
+
+
 def _known_to_xla(flag: str) -> bool:
-  """Whether this XLA accepts ``flag`` (an unknown one aborts the process)."""
+  """Whether this XLA accepts ``flag`` (an unknown one aborts the process):
+  read off jaxlib's libraries, else tried in a process of its own."""
+  named = _named_in_jaxlib(flag.removeprefix("--").split("=")[0])
+  if named is not None:
+    return named
   env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
   probe = subprocess.run(
       [sys.executable, "-c",

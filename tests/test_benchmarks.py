@@ -43,6 +43,9 @@ def test_benchmark_runs_on_tiny_size(tmp_path, name):
   result, stdout = run_bench(tmp_path, "--only", name, "--without", "torch")
   assert result["size"] == "tiny"
   assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
+  # The devices, from the benchmark's own process.
+  assert result["machine"]["backend"] == "cpu"
+  assert result["machine"]["device_count"] >= 1
   report = result["benchmarks"][REPORT_NAMES.get(name, name)]
   assert "error" not in report
   assert report["rows"], report
