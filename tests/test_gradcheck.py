@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
+
 from gdlab import cli, gradcheck, losses
 from gdlab.analyses import engines
 from gdlab.objective import Objective, value_and_grad_fn
@@ -78,11 +80,18 @@ def test_check_gradients_shares_a_program_across_activations():
 
 
 def _reference(objective, params, x, y, fd_step):
-  """Per-leaf errors computed directly: each engine on its own, NumPy after."""
-  value, manual = value_and_grad_fn(objective, "manual")(params, x, y)
-  _, auto = value_and_grad_fn(objective, "autodiff")(params, x, y)
-  fd = gradcheck.finite_difference_grad(
-      lambda p: objective.value(p, x, y), params, fd_step)
+  """Per-leaf errors computed directly: each engine on its own, NumPy after.
+
+  The three gradients come from one program of this test's own (not
+  gradcheck's), compiled once rather than operation by operation.
+  """
+  def gradients(params, x, y):
+    value, manual = value_and_grad_fn(objective, "manual")(params, x, y)
+    _, auto = value_and_grad_fn(objective, "autodiff")(params, x, y)
+    fd = gradcheck.finite_difference_grad(
+        lambda p: objective.value(p, x, y), params, fd_step)
+    return value, manual, auto, fd
+  value, manual, auto, fd = helpers.jit_once(gradients)(params, x, y)
   leaves = [[np.asarray(g) for g in jax.tree_util.tree_leaves(t)]
             for t in (manual, auto, fd)]
   floor = 1e-4 * max(np.max(np.abs(g)) for g in leaves[1])
