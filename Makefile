@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -n 2 -q
 
 .PHONY: install test demo bench notebooks clean
 
-# uv installs the same releases as pip, in a third of the time (it fetches
+# uv installs the same releases as pip, in under half the time (it fetches
 # and unpacks in parallel); where uv cannot be had, pip does the install.
 # Both compile the installed packages to bytecode, and gdlab's own modules
 # are compiled too: every process the tests start then imports them without
