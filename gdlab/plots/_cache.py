@@ -141,16 +141,24 @@ def _own(module: str | None) -> bool:
     return True
   if top in sys.stdlib_module_names or top in sys.builtin_module_names:
     return False
-  found = sys.modules.get(top)
+  return top not in sys.modules or not _installed(top)
+
+
+@functools.cache
+def _installed(top: str) -> bool:
+  """Whether the imported top-level module ``top`` lies in an installed
+  library's folder (asked once per module: a figure meets a class or a
+  function of the same few modules hundreds of times)."""
+  found = sys.modules[top]
   file = getattr(found, "__file__", None)
   places = [file] if file else list(getattr(found, "__path__", None) or ())
-  return not places or not all(
+  return bool(places) and all(
       os.path.realpath(p).startswith(_LIBRARIES) for p in places)
 
 
 # Libraries whose versions are in every key (see _drawing_context).
-_KEYED_LIBRARIES = {"builtins": "", "matplotlib": "", "mpl_toolkits": "",
-                    "numpy": "", "PIL": ""}
+_KEYED_LIBRARIES = frozenset({"builtins", "matplotlib", "mpl_toolkits",
+                              "numpy", "PIL"})
 
 
 @functools.cache
@@ -158,7 +166,7 @@ def _version(top: str) -> str:
   """The version of the installed library whose top-level module is
   ``top``; :class:`Unkeyable` when it cannot be told."""
   if top in _KEYED_LIBRARIES:
-    return _KEYED_LIBRARIES[top]
+    return ""
   if top in sys.stdlib_module_names:
     return sys.version
   try:
