@@ -30,7 +30,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import helpers  # imports JAX without starting its backend
+# One pytest worker per core: NumPy's BLAS threads, which spin while they
+# wait for work, would only take time from the other worker.  The workers
+# and every process the tests start inherit it before they load NumPy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import helpers  # pylint: disable=wrong-import-position; imports JAX without starting its backend
 
 # The one flag of helpers.FAST_COMPILE that every XLA knows.
 KNOWN_FLAG = "xla_backend_optimization_level"
