@@ -204,10 +204,16 @@ def test_every_change_to_what_is_drawn_gives_another_key(monkeypatch):
 
 
 CELL = """
+import functools
+
 UNIT = "s"
 
 def with_unit(v, _):
   return f"{v:.1f} {UNIT}"
+
+@functools.cache
+def cached(v, _):
+  return f"{v:.1f} %s"
 
 class Seconds:
   def __call__(self, v, _):
@@ -223,27 +229,31 @@ def test_code_of_a_notebook_and_of_the_users_modules_counts_by_what_it_is(
   # another dunder method.
   notebook = types.ModuleType("__main__")
   monkeypatch.setitem(sys.modules, "__main__", notebook)
-  exec(CELL % "s", notebook.__dict__)  # pylint: disable=exec-used
+  exec(CELL % ("s", "s"), notebook.__dict__)  # pylint: disable=exec-used
   keys["notebook function"] = _cache.key(
       _figure(formatter=notebook.with_unit), plots.DPI)
   keys["notebook class"] = _cache.key(
       _figure(formatter=notebook.Seconds()), plots.DPI)
+  keys["notebook cached function"] = _cache.key(
+      _figure(formatter=notebook.cached), plots.DPI)
   notebook.UNIT = "ms"
   keys["its global changed"] = _cache.key(
       _figure(formatter=notebook.with_unit), plots.DPI)
-  exec(CELL % "ms", notebook.__dict__)  # pylint: disable=exec-used
+  exec(CELL % ("ms", "ms"), notebook.__dict__)  # pylint: disable=exec-used
   keys["its __call__ changed"] = _cache.key(
       _figure(formatter=notebook.Seconds()), plots.DPI)
+  keys["its cached function changed"] = _cache.key(
+      _figure(formatter=notebook.cached), plots.DPI)
   # A module of the user's, in a namespace package, edited and reloaded.
   package = tmp_path / "users_styles"
   package.mkdir()
-  (package / "units.py").write_text(CELL % "s")
+  (package / "units.py").write_text(CELL % ("s", "s"))
   monkeypatch.syspath_prepend(str(tmp_path))
   units = importlib.import_module("users_styles.units")
   assert getattr(sys.modules["users_styles"], "__file__", None) is None
   keys["module class"] = _cache.key(_figure(formatter=units.Seconds()),
                                     plots.DPI)
-  (package / "units.py").write_text(CELL % "min")
+  (package / "units.py").write_text(CELL % ("min", "min"))
   importlib.reload(units)
   keys["module class edited"] = _cache.key(
       _figure(formatter=units.Seconds()), plots.DPI)

@@ -1,5 +1,6 @@
 """Figures and Markdown reports of synthetic run folders."""
 
+import io
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from matplotlib import image as mpimg
+from matplotlib.figure import Figure
 
 from gdlab import data, folders, metrics_log, plots, report, results
 from gdlab.history import History
@@ -293,6 +295,27 @@ def test_headless_without_pyplot(tmp_path):
                  check=True, timeout=60, env=env,
                  cwd=Path(__file__).resolve().parents[1])
   _check_png(tmp_path / "a.png", min_bytes=2_000)
+
+
+def test_figures_share_one_mathtext_parser_and_draw_the_same_pixels():
+  """A log axis labels its ticks in mathtext; gdlab's figures parse them
+  with one parser, and draw what a plain Figure on its own canvas draws."""
+  def draw(cls):
+    fig = cls(figsize=(4, 3), layout="constrained")
+    ax = fig.add_subplot()
+    ax.semilogy([1, 2, 3], [1e-3, 1e-1, 10.0])
+    ax.set_title(r"$\alpha^2$ against $k$")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=plots.DPI, format="png")
+    return fig, buffer.getvalue()
+
+  first, drawn = draw(plots.InlineFigure)
+  second, again = draw(plots.InlineFigure)
+  _, plain = draw(Figure)
+  assert drawn == again == plain
+  parsers = {id(f.canvas.get_renderer().mathtext_parser)
+             for f in (first, second)}
+  assert len(parsers) == 1
 
 
 def test_envelope_keeps_the_shape_of_a_long_series():

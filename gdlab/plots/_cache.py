@@ -305,6 +305,12 @@ class _KeyPickler(pickle.Pickler):
       return tuple, ((type(obj).__name__, obj.__func__),)
     if isinstance(obj, property):
       return tuple, (("property", obj.fget, obj.fset, obj.fdel),)
+    wrapped = getattr(obj, "__wrapped__", None)
+    if isinstance(wrapped, types.FunctionType) and callable(obj):
+      # A function behind a wrapper object (functools.cache's): by the
+      # wrapper's kind and the function, not by the wrapper's name.
+      return tuple, (("wrapped", _fresh(type(obj).__module__),
+                      _fresh(type(obj).__qualname__), wrapped),)
     return NotImplemented
 
 
