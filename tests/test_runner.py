@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import yaml
 from flax import serialization
 
 from gdlab import cli, config, metrics_log, results, run, stopping, sweep
@@ -388,6 +389,28 @@ def test_yaml_reads_floats_as_yaml_1_2(tmp_path):
   # What gdlab writes reads back the same.
   assert config.from_dict(config.RunConfig, config.read_yaml(
       config.dump(cfg))) == cfg
+
+
+def test_libyaml_and_pyyaml_read_every_file_alike(monkeypatch):
+  """read_yaml parses with libyaml where PyYAML has it; what it reads, and
+  the errors it raises (PyYAML's, which name the alias or character at
+  fault), are those of PyYAML's own parser."""
+  texts = [p.read_text() for p in sorted(run.EXPERIMENTS_DIR.glob("*.yaml"))]
+  texts += [TINY.read_text(), config.dump(config.load(TINY).base),
+            "a: 1e-3\nb: .5\nc: 1_000\nd: 0x10\ne: [.inf, -1.5E+2]\n"]
+  bad = ["a: 1\na: 2\n", "a: *nope\n", "key: @x\n", "a: [1, 2\n",
+         "a: b: c\n", "\x07", "[" * 5000 + "]" * 5000]
+
+  def outcome(text):
+    try:
+      return config.read_yaml(text)
+    except (yaml.YAMLError, RecursionError) as e:
+      return type(e).__name__, str(e)
+
+  with_libyaml = [outcome(t) for t in texts + bad]
+  monkeypatch.setattr(config, "_CLoader", None)
+  assert with_libyaml == [outcome(t) for t in texts + bad]
+  assert "'nope'" in with_libyaml[len(texts) + 1][1]
 
 
 def test_unknown_analysis_is_a_load_time_error(tmp_path):
