@@ -16,10 +16,12 @@ the figure cache live in the same session folder, never in the user's.
 XLA compiles the suite's programs at LLVM optimisation level 0 and, where
 this XLA knows the option, without its CPU fusion emitters (the options of
 ``helpers.FAST_COMPILE`` and of ``gdlab check-grads``): they compile several
-times faster and agree with the default options to rounding error.  The
-flags go into ``XLA_FLAGS`` before JAX starts its backend, so every process
-a test starts compiles the same way; comparisons bit for bit are between
-programs compiled alike.  ``GDLAB_TEST_XLA_DEFAULTS=1`` runs the suite with
+times faster and agree with the default options to rounding error.  It also
+generates each program's code in one part, not split for several threads:
+with a worker per core, the split only adds work.  NumPy's BLAS runs one
+thread per process, for the same reason.  The flags go into ``XLA_FLAGS``
+before JAX starts its backend, so every process a test starts compiles the
+same way; comparisons bit for bit are between programs compiled alike.  ``GDLAB_TEST_XLA_DEFAULTS=1`` runs the suite with
 XLA's default options instead.
 """
 
@@ -35,7 +37,8 @@ from pathlib import Path
 # and every process the tests start inherit it before they load NumPy.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import helpers  # pylint: disable=wrong-import-position; imports JAX without starting its backend
+# Imports JAX without starting its backend.
+import helpers  # pylint: disable=wrong-import-position
 
 # The one flag of helpers.FAST_COMPILE that every XLA knows.
 KNOWN_FLAG = "xla_backend_optimization_level"

@@ -38,7 +38,8 @@ from gdlab import losses
 # programs compiled alike.  The suite runs one pytest worker per core, so
 # splitting a program's code generation into parts for several threads only
 # adds work: in one part, XLA compiles the suite's programs with about a
-# fifth less CPU time (and the same machine code).
+# fifth less CPU time, to the same results (a smoke run's parameters agree
+# bit for bit).
 FAST_COMPILE = {**gradcheck.CPU_COMPILER_OPTIONS,
                 "xla_cpu_parallel_codegen_split_count": 1}
 
