@@ -39,8 +39,8 @@ class _Canvas(FigureCanvasAgg):
   ``$...$`` strings starts empty with each figure, and a log axis labels its
   ticks in mathtext (``10^{-3}``), which pyparsing reads slowly.  Shared,
   each label is parsed once per process: a figure with a log axis is drawn
-  about a fifth faster, to the same pixels (the parser's cache is keyed by
-  the string, resolution and font).
+  about 15% faster, to the same pixels (the parser's cache is keyed by the
+  string, resolution and font).
   """
 
   def get_renderer(self):
