@@ -21,8 +21,9 @@ generates each program's code in one part, not split for several threads:
 with a worker per core, the split only adds work.  NumPy's BLAS runs one
 thread per process, for the same reason.  The flags go into ``XLA_FLAGS``
 before JAX starts its backend, so every process a test starts compiles the
-same way; comparisons bit for bit are between programs compiled alike.  ``GDLAB_TEST_XLA_DEFAULTS=1`` runs the suite with
-XLA's default options instead.
+same way; comparisons bit for bit are between programs compiled alike.
+``GDLAB_TEST_XLA_DEFAULTS=1`` runs the suite with XLA's default options
+instead.
 """
 
 import importlib.util
